@@ -1,0 +1,401 @@
+"""The thin layer between tracebridge's bridging code and OpenTelemetry.
+
+Three rules shape everything here:
+
+* **Off costs nothing.**  :func:`get_tracer` is the only call the hot path makes
+  when tracing is off: two attribute reads and a comparison, no span API at all.
+  Tracing turns on by itself as soon as a real TracerProvider is installed
+  globally (even after tracebridge was imported) or given to
+  :func:`set_tracer_provider`.
+* **Tracing never changes behaviour.**  Every helper that touches OpenTelemetry
+  catches its own exceptions, counts them in :data:`stats` and carries on.
+* **Cheap things are recorded cheaply.**  Spans nobody parents into (Local
+  accesses, executor handoffs) are appended to :data:`deferred` as plain tuples
+  on the hot path and turned into real spans, with their original timestamps and
+  parents, by a background thread or by :func:`flush`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanContext,
+    Status,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+)
+
+from . import semconv
+
+__all__ = [
+    "DeferredSpans",
+    "TelemetryStats",
+    "deferred",
+    "record_handoff",
+    "flush",
+    "get_tracer",
+    "get_tracer_provider",
+    "set_tracer_provider",
+    "stats",
+]
+
+logger = logging.getLogger("tracebridge")
+
+AttributeValue = str | bool | int | float
+Attributes = Mapping[str, AttributeValue]
+
+
+@dataclass
+class TelemetryStats:
+    """Counters of what tracing could not do.  Read them; never reset them by hand."""
+
+    tracing_errors: int = 0
+    """Exceptions raised inside tracing code and swallowed (user code never saw them)."""
+
+    deferred_dropped: int = 0
+    """Deferred spans (Local accesses, handoffs) dropped because the buffer was full."""
+
+    deferred_exported: int = 0
+    """Deferred spans turned into real spans and handed to the provider."""
+
+
+stats = TelemetryStats()
+_warned: set[str] = set()
+
+
+def tracing_failed(where: str) -> None:
+    """Count (and log once per place) an exception swallowed inside tracing code.
+
+    Called from ``except Exception:`` blocks, so ``logger.exception`` has the traceback.
+    """
+    stats.tracing_errors += 1
+    if where not in _warned:
+        _warned.add(where)
+        logger.exception("tracebridge: tracing failed in %s; the traced code is unaffected", where)
+
+
+# ---------------------------------------------------------------------------
+# Which tracer, if any.
+
+
+class _TracerState:
+    # Written by set_tracer_provider() (any thread), read on every hop and Local
+    # access.  Plain attribute writes are atomic under the GIL; a reader that
+    # sees a half-updated pair merely recomputes the tracer once more.
+    explicit: TracerProvider | None = None
+    source: object = None
+    tracer: Tracer | None = None
+
+
+_state = _TracerState()
+
+
+def set_tracer_provider(provider: TracerProvider | None) -> None:
+    """Trace tracebridge with ``provider`` instead of the global one (None: global again)."""
+    _state.explicit = provider
+    _state.source = None
+
+
+def get_tracer_provider() -> TracerProvider | None:
+    """The provider tracebridge records into now, or None when tracing is off."""
+    provider = _state.explicit
+    if provider is None:
+        provider = otel_trace._TRACER_PROVIDER  # None until someone sets one
+    if provider is None or isinstance(provider, (NoOpTracerProvider, ProxyTracerProvider)):
+        return None
+    return provider
+
+
+def get_tracer() -> Tracer | None:
+    """The tracer to record with, or None when tracing is off.  The hot-path check."""
+    provider = _state.explicit
+    if provider is None:
+        # The API's own global: reading it avoids get_tracer_provider()'s
+        # proxy/env-var machinery, and stays None until a provider is set.
+        provider = otel_trace._TRACER_PROVIDER
+        if provider is None:
+            return None
+    if provider is _state.source:
+        return _state.tracer
+    return _tracer_for(provider)
+
+
+def _tracer_for(provider: object) -> Tracer | None:
+    tracer: Tracer | None = None
+    if not isinstance(provider, (NoOpTracerProvider, ProxyTracerProvider)):
+        try:
+            from . import __version__
+
+            tracer = provider.get_tracer(semconv.INSTRUMENTATION_NAME, __version__)  # type: ignore[attr-defined]
+        except Exception:
+            tracing_failed("get_tracer")
+    _state.tracer = tracer
+    _state.source = provider
+    return tracer
+
+
+# ---------------------------------------------------------------------------
+# Small helpers the bridges share.
+
+
+def function_name(func: object) -> str:
+    """``module.QualName`` of a callable, seeing through partials and bound methods."""
+    seen = 0
+    while seen < 8:
+        inner = getattr(func, "func", None)  # functools.partial and our own wrappers
+        if inner is None or not callable(inner):
+            break
+        func = inner
+        seen += 1
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if qualname is None:
+        qualname = type(func).__qualname__
+    module = getattr(func, "__module__", None)
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+def current_span_context() -> SpanContext:
+    """The span context current in this thread's context (invalid when none)."""
+    return otel_trace.get_current_span().get_span_context()
+
+
+def attach_span(span: Span) -> object:
+    """Make ``span`` current in this context; hand the token to :func:`detach`."""
+    return otel_context.attach(otel_trace.set_span_in_context(span))
+
+
+def detach(token: object) -> None:
+    """Undo :func:`attach_span`.  Must run before the bridge copies context back."""
+    try:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    except Exception:
+        tracing_failed("detach")
+
+
+def end_span(span: Span, exc: BaseException | None, attributes: Attributes | None = None) -> None:
+    """Finish a span, recording ``exc`` as its error."""
+    try:
+        if attributes:
+            span.set_attributes(attributes)
+        if exc is not None:
+            span.set_attribute(semconv.ERROR_TYPE, _error_type(exc))
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+    except Exception:
+        tracing_failed("end_span")
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def ms(start_ns: int, end_ns: int) -> float:
+    """Nanosecond interval as float milliseconds (the unit of every ``*_ms`` key)."""
+    return (end_ns - start_ns) / 1e6
+
+
+# ---------------------------------------------------------------------------
+# Deferred spans.
+
+# A builder turns a record's payload tuple into (span name, attributes).
+SpanBuilder = Callable[[tuple[Any, ...]], tuple[str, Attributes]]
+_Record = tuple[SpanBuilder, Tracer, SpanContext, int, int, tuple[Any, ...]]
+
+_DEFAULT_CAPACITY = 1 << 18
+_DRAIN_INTERVAL_S = 0.2
+
+
+class DeferredSpans:
+    """A bounded buffer of would-be spans and the thread that makes them real.
+
+    :meth:`record` runs on the traced code's hot path: one ``len`` and one
+    ``deque.append`` (both atomic under the GIL, so no lock).  The drain thread,
+    started lazily on the first record, pops records and builds real spans with
+    the recorded start/end times and parent, so the result is indistinguishable
+    from a span made on the spot.  A full buffer drops and counts.
+    """
+
+    def __init__(self, capacity: int = _DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._records: deque[_Record] = deque()
+        self._drain_lock = threading.Lock()  # one drainer at a time: keeps span order
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._parents: dict[SpanContext, otel_context.Context] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record(
+        self,
+        builder: SpanBuilder,
+        tracer: Tracer,
+        parent: SpanContext,
+        start_ns: int,
+        end_ns: int,
+        payload: tuple[Any, ...],
+    ) -> None:
+        """Remember one span to build later.  Never blocks, never raises."""
+        if len(self._records) >= self.capacity:
+            stats.deferred_dropped += 1
+            if "deferred-full" not in _warned:
+                _warned.add("deferred-full")
+                logger.warning(
+                    "tracebridge: deferred span buffer full (%d); dropping and counting "
+                    "(see tracebridge.stats().deferred_dropped)",
+                    self.capacity,
+                )
+            return
+        self._records.append((builder, tracer, parent, start_ns, end_ns, payload))
+        if self._thread is None or self._pid != os.getpid():
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        with self._drain_lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            thread = threading.Thread(target=self._run, name="tracebridge-deferred-spans", daemon=True)
+            self._thread = thread
+            thread.start()
+        # Registered after the first provider exists, so it runs *before* the
+        # SDK's own atexit shutdown (atexit is last-in, first-out).
+        atexit.register(self.drain)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(_DRAIN_INTERVAL_S)
+            self._wake.clear()
+            self.drain()
+
+    def drain(self) -> int:
+        """Turn every buffered record into a real span now; returns how many."""
+        made = 0
+        records = self._records
+        with self._drain_lock:
+            while True:
+                try:
+                    builder, tracer, parent, start_ns, end_ns, payload = records.popleft()
+                except IndexError:
+                    break
+                try:
+                    name, attributes = builder(payload)
+                    span = tracer.start_span(
+                        name,
+                        context=self._parent_context(parent),
+                        attributes=attributes,
+                        start_time=start_ns,
+                    )
+                    span.end(end_time=end_ns)
+                    made += 1
+                except Exception:
+                    tracing_failed("deferred span")
+            self._parents.clear()
+        stats.deferred_exported += made
+        return made
+
+    def _parent_context(self, parent: SpanContext) -> otel_context.Context | None:
+        if not parent.is_valid:
+            return otel_context.Context()  # a root span, not whatever the drain thread has current
+        ctx = self._parents.get(parent)
+        if ctx is None:
+            ctx = otel_trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
+            self._parents[parent] = ctx
+        return ctx
+
+    def _after_fork_in_child(self) -> None:
+        # The drain thread did not survive the fork; its lock may be held by it.
+        self._records = deque()
+        self._drain_lock = threading.Lock()
+        self._thread = None
+        self._pid = os.getpid()
+
+
+deferred = DeferredSpans()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=deferred._after_fork_in_child)
+
+
+def flush(timeout_millis: int = 30_000) -> bool:
+    """Deliver everything buffered to the provider's processors, then flush them.
+
+    Returns the provider's ``force_flush`` verdict (True when nothing timed out).
+    """
+    deferred.drain()
+    provider = get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    if force_flush is None:
+        return True
+    try:
+        return bool(force_flush(timeout_millis))
+    except Exception:
+        tracing_failed("force_flush")
+        return False
+
+
+def now_ns() -> int:
+    """Wall-clock nanoseconds, the timestamp unit of OpenTelemetry spans."""
+    return time.time_ns()
+
+
+# ---------------------------------------------------------------------------
+# Executor handoffs (deferred: nothing parents into a handoff span).
+
+
+def _build_handoff(payload: tuple[Any, ...]) -> tuple[str, Attributes]:
+    (function, executor_kind, executor_id, queued_tid, queued_tname, run_tid, run_tname,
+     submit_ns, start_ns, end_ns) = payload
+    return semconv.HANDOFF, {
+        semconv.CODE_FUNCTION_NAME: function,
+        semconv.EXECUTOR_KIND: executor_kind,
+        semconv.EXECUTOR_ID: executor_id,
+        semconv.QUEUED_THREAD_ID: queued_tid,
+        semconv.QUEUED_THREAD_NAME: queued_tname,
+        semconv.THREAD_ID: run_tid,
+        semconv.THREAD_NAME: run_tname,
+        semconv.QUEUE_WAIT_MS: ms(submit_ns, start_ns),
+        semconv.RUN_TIME_MS: ms(start_ns, end_ns),
+    }
+
+
+def record_handoff(
+    tracer: Tracer,
+    parent: SpanContext,
+    function: str,
+    executor_kind: str,
+    executor_id: int,
+    queued_by: threading.Thread,
+    ran_on: threading.Thread,
+    submit_ns: int,
+    start_ns: int,
+    end_ns: int,
+) -> None:
+    """Record one work item's trip through an executor (queued → started → done)."""
+    deferred.record(
+        _build_handoff,
+        tracer,
+        parent,
+        submit_ns,
+        end_ns,
+        (function, executor_kind, executor_id, queued_by.ident, queued_by.name,
+         ran_on.ident, ran_on.name, submit_ns, start_ns, end_ns),
+    )
