@@ -48,6 +48,7 @@ __all__ = [
     "TelemetryStats",
     "deferred",
     "record_handoff",
+    "submitting",
     "flush",
     "get_tracer",
     "get_tracer_provider",
@@ -240,7 +241,9 @@ class DeferredSpans:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self._parents: dict[SpanContext, otel_context.Context] = {}
+        # (trace_id, span_id) -> a context holding that parent.  Not keyed by
+        # SpanContext itself: its TraceState is unhashable.
+        self._parents: dict[tuple[int, int], otel_context.Context] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -316,10 +319,11 @@ class DeferredSpans:
     def _parent_context(self, parent: SpanContext) -> otel_context.Context | None:
         if not parent.is_valid:
             return otel_context.Context()  # a root span, not whatever the drain thread has current
-        ctx = self._parents.get(parent)
+        key = (parent.trace_id, parent.span_id)
+        ctx = self._parents.get(key)
         if ctx is None:
             ctx = otel_trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
-            self._parents[parent] = ctx
+            self._parents[key] = ctx
         return ctx
 
     def _after_fork_in_child(self) -> None:
@@ -359,6 +363,22 @@ def now_ns() -> int:
 
 # ---------------------------------------------------------------------------
 # Executor handoffs (deferred: nothing parents into a handoff span).
+
+
+class _Submitting(threading.local):
+    """What the bridge is submitting right now, for the executor's ``submit`` to read.
+
+    ``SyncToAsync`` sets these on the loop thread just around
+    ``loop.run_in_executor`` (which calls ``submit`` synchronously on that same
+    thread), so a CurrentThreadExecutor can parent its handoff span to the hop
+    span and name the function rather than the bridge's internal wrapper.
+    """
+
+    parent: SpanContext | None = None
+    function: str | None = None
+
+
+submitting = _Submitting()
 
 
 def _build_handoff(payload: tuple[Any, ...]) -> tuple[str, Attributes]:
