@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ __all__ = [
     "DeferredSpans",
     "TelemetryStats",
     "deferred",
+    "describe_error",
+    "replay_ids",
     "record_handoff",
     "submitting",
     "flush",
@@ -102,6 +105,67 @@ class _TracerState:
     explicit: TracerProvider | None = None
     source: object = None
     tracer: Tracer | None = None
+    # Set when ``tracer`` is an SDK tracer whose span ids we can choose: then
+    # hop spans are built off the hot path too (see ReplayIdGenerator).
+    ids: ReplayIdGenerator | None = None
+    # True when the tracer's sampler samples every root span (the SDK
+    # default), so a hop opening a trace need not ask it on the hot path.
+    samples_all_roots: bool = False
+
+
+_ALWAYS_ON_DESCRIPTIONS = frozenset(
+    {
+        "AlwaysOnSampler",
+        "ParentBased{root:AlwaysOnSampler,remoteParentSampled:AlwaysOnSampler,"
+        "remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,"
+        "localParentNotSampled:AlwaysOffSampler}",
+    }
+)
+
+
+class ReplayIdGenerator:
+    """An SDK id generator that can be told, per thread, which ids to hand out next.
+
+    Why: a hop's span must have an id the moment the hop starts (user spans in
+    the callee are its children), but building an SDK span costs about a third
+    of a hop.  So the hop picks its ids itself (:meth:`new_span_id`, from the
+    provider's own generator) and the drain thread later builds the real span,
+    telling this generator to hand out exactly those ids.  Every other caller
+    gets the provider's generator unchanged.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._next = threading.local()
+
+    def replay(self, trace_id: int | None, span_id: int) -> None:
+        """On this thread, make the next generate_* calls return these ids."""
+        self._next.trace_id = trace_id
+        self._next.span_id = span_id
+
+    def generate_span_id(self) -> int:
+        span_id = getattr(self._next, "span_id", None)
+        if span_id is not None:
+            self._next.span_id = None
+            return int(span_id)
+        return int(self.inner.generate_span_id())
+
+    def generate_trace_id(self) -> int:
+        trace_id = getattr(self._next, "trace_id", None)
+        if trace_id is not None:
+            self._next.trace_id = None
+            return int(trace_id)
+        return int(self.inner.generate_trace_id())
+
+    def is_trace_id_random(self) -> bool:
+        check = getattr(self.inner, "is_trace_id_random", None)
+        return bool(check()) if check is not None else False
+
+    def new_span_id(self) -> int:
+        return int(self.inner.generate_span_id())
+
+    def new_trace_id(self) -> int:
+        return int(self.inner.generate_trace_id())
 
 
 _state = _TracerState()
@@ -139,16 +203,40 @@ def get_tracer() -> Tracer | None:
 
 def _tracer_for(provider: object) -> Tracer | None:
     tracer: Tracer | None = None
+    ids: ReplayIdGenerator | None = None
     if not isinstance(provider, (NoOpTracerProvider, ProxyTracerProvider)):
         try:
             from . import __version__
 
             tracer = provider.get_tracer(semconv.INSTRUMENTATION_NAME, __version__)  # type: ignore[attr-defined]
+            # The SDK tracer keeps its generator in a public attribute; the
+            # provider caches tracers per scope, so this one is ours alone.
+            inner = getattr(tracer, "id_generator", None)
+            if isinstance(inner, ReplayIdGenerator):
+                ids = inner
+            elif inner is not None and hasattr(tracer, "sampler"):
+                ids = ReplayIdGenerator(inner)
+                tracer.id_generator = ids  # type: ignore[union-attr]
+            if ids is not None:
+                describe = getattr(tracer.sampler, "get_description", None)  # type: ignore[union-attr]
+                _state.samples_all_roots = describe is not None and describe() in _ALWAYS_ON_DESCRIPTIONS
         except Exception:
             tracing_failed("get_tracer")
+            ids = None
     _state.tracer = tracer
+    _state.ids = ids
     _state.source = provider
     return tracer
+
+
+def replay_ids() -> ReplayIdGenerator | None:
+    """The current tracer's replayable id generator (None: build spans on the spot)."""
+    return _state.ids
+
+
+def samples_all_roots() -> bool:
+    """Whether the current tracer's sampler records every new trace."""
+    return _state.samples_all_roots
 
 
 # ---------------------------------------------------------------------------
@@ -195,12 +283,32 @@ def end_span(span: Span, exc: BaseException | None, attributes: Attributes | Non
         if attributes:
             span.set_attributes(attributes)
         if exc is not None:
-            span.set_attribute(semconv.ERROR_TYPE, _error_type(exc))
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            _apply_error(span, *describe_error(exc))
         span.end()
     except Exception:
         tracing_failed("end_span")
+
+
+def describe_error(exc: BaseException) -> tuple[str, str, str]:
+    """(error.type, message, formatted traceback) of ``exc``, for a span built later.
+
+    Formatted now, so no frame or traceback is kept alive by the buffer.
+    """
+    return _error_type(exc), str(exc), "".join(traceback.format_exception(exc))
+
+
+def _apply_error(span: Span, error_type: str, message: str, stacktrace: str) -> None:
+    span.set_attribute(semconv.ERROR_TYPE, error_type)
+    span.add_event(
+        semconv.EXCEPTION_EVENT,
+        {
+            semconv.EXCEPTION_TYPE: error_type,
+            semconv.EXCEPTION_MESSAGE: message,
+            semconv.EXCEPTION_STACKTRACE: stacktrace,
+        },
+    )
+    short = error_type.rsplit(".", 1)[-1]
+    span.set_status(Status(StatusCode.ERROR, f"{short}: {message}" if message else short))
 
 
 def _error_type(exc: BaseException) -> str:
@@ -217,8 +325,9 @@ def ms(start_ns: int, end_ns: int) -> float:
 # Deferred spans.
 
 # A builder turns a record's payload tuple into (span name, attributes).
-SpanBuilder = Callable[[tuple[Any, ...]], tuple[str, Attributes]]
-_Record = tuple[SpanBuilder, Tracer, SpanContext, int, int, tuple[Any, ...]]
+# Hops' builders return a longer tuple: see DeferredSpans.drain.
+SpanBuilder = Callable[[Any], tuple[Any, ...]]
+_Record = tuple[SpanBuilder, Tracer, SpanContext, int, int, Any]
 
 _DEFAULT_CAPACITY = 1 << 18
 _DRAIN_INTERVAL_S = 0.2
@@ -255,7 +364,7 @@ class DeferredSpans:
         parent: SpanContext,
         start_ns: int,
         end_ns: int,
-        payload: tuple[Any, ...],
+        payload: Any,
     ) -> None:
         """Remember one span to build later.  Never blocks, never raises."""
         if len(self._records) >= self.capacity:
@@ -301,13 +410,23 @@ class DeferredSpans:
                 except IndexError:
                     break
                 try:
-                    name, attributes = builder(payload)
+                    spec = builder(payload)
+                    error = None
+                    if len(spec) > 2:
+                        # A span whose ids were handed out already (a hop):
+                        # (name, attributes, ids, trace_id or None, span_id, error).
+                        name, attributes, ids, trace_id, span_id, error = spec  # type: ignore[misc]
+                        ids.replay(trace_id, span_id)
+                    else:
+                        name, attributes = spec
                     span = tracer.start_span(
                         name,
                         context=self._parent_context(parent),
                         attributes=attributes,
                         start_time=start_ns,
                     )
+                    if error is not None:
+                        _apply_error(span, *error)
                     span.end(end_time=end_ns)
                     made += 1
                 except Exception:

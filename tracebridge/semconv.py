@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ASGI_APPLICATION",
+    "ASGI_DOUBLE_CALLABLE_ADAPTED",
     "ASYNC_TO_SYNC",
     "CALLER_THREAD_ID",
     "CALLER_THREAD_NAME",
@@ -25,6 +27,10 @@ __all__ = [
     "DIRECTION_ASYNC_TO_SYNC",
     "DIRECTION_SYNC_TO_ASYNC",
     "ERROR_TYPE",
+    "EXCEPTION_EVENT",
+    "EXCEPTION_MESSAGE",
+    "EXCEPTION_STACKTRACE",
+    "EXCEPTION_TYPE",
     "EXECUTOR_GIVEN",
     "EXECUTOR_GLOBAL_SYNC_THREAD",
     "EXECUTOR_ID",
@@ -36,6 +42,14 @@ __all__ = [
     "HANDOFF",
     "HANDOFF_EXECUTOR_CURRENT_THREAD",
     "HANDOFF_EXECUTOR_THREAD_POOL",
+    "HTTP_REQUEST_BODY_SIZE",
+    "HTTP_REQUEST_HEADER_PREFIX",
+    "HTTP_REQUEST_METHOD",
+    "HTTP_REQUEST_METHOD_ORIGINAL",
+    "HTTP_REQUEST_METHOD_OTHER",
+    "HTTP_RESPONSE_BODY_SIZE",
+    "HTTP_RESPONSE_HEADER_PREFIX",
+    "HTTP_RESPONSE_STATUS_CODE",
     "INSTRUMENTATION_NAME",
     "LOCAL_ACCESS",
     "LOCAL_ATTRIBUTE",
@@ -52,10 +66,27 @@ __all__ = [
     "LOOP_ROUTE_NEW_LOOP",
     "LOOP_ROUTE_PARENT_LOOP",
     "LOOP_ROUTE_SINGLE_THREAD_CONTEXT",
+    "NETWORK_PROTOCOL_VERSION",
     "QUEUED_THREAD_ID",
     "QUEUED_THREAD_NAME",
     "QUEUE_WAIT_MS",
+    "REDACTED",
     "RUN_TIME_MS",
+    "SERVER_ADDRESS",
+    "SERVER_END_CANCELLED",
+    "SERVER_END_DELETED",
+    "SERVER_END_EVICTED",
+    "SERVER_END_FAILED",
+    "SERVER_END_FINISHED",
+    "SERVER_END_REASON",
+    "SERVER_IDLE_MS",
+    "SERVER_INSTANCE",
+    "SERVER_LIVE_INSTANCES",
+    "SERVER_LOOKUPS",
+    "SERVER_MAX_APPLICATIONS",
+    "SERVER_PORT",
+    "SERVER_REAP",
+    "SERVER_SCOPE_ID",
     "SYNC_TO_ASYNC",
     "THREAD_ID",
     "THREAD_NAME",
@@ -64,6 +95,16 @@ __all__ = [
     "TIMEOUT_ELAPSED_MS",
     "TIMEOUT_EXPIRY",
     "TIMEOUT_LIMIT_MS",
+    "URL_PATH",
+    "URL_QUERY",
+    "URL_SCHEME",
+    "WSGI_APPLICATION",
+    "WSGI_CALL",
+    "WSGI_ITERABLE_CLOSED",
+    "WSGI_REQUEST_BODY_SPOOLED",
+    "WSGI_REQUEST_HEADER_COUNT",
+    "WSGI_RESPONSE_CHUNKS",
+    "WSGI_TIME_TO_FIRST_BYTE_MS",
 ]
 
 INSTRUMENTATION_NAME: Final = "tracebridge"
@@ -83,6 +124,18 @@ CODE_FUNCTION_NAME: Final = "code.function.name"
 
 ERROR_TYPE: Final = "error.type"
 """Fully qualified class name of the exception that ended the span."""
+
+EXCEPTION_EVENT: Final = "exception"
+"""Name of the span event that records an exception (OpenTelemetry's)."""
+
+EXCEPTION_TYPE: Final = "exception.type"
+"""On the exception event: the exception's fully qualified class name."""
+
+EXCEPTION_MESSAGE: Final = "exception.message"
+"""On the exception event: ``str(exception)``."""
+
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+"""On the exception event: the formatted traceback."""
 
 # ---------------------------------------------------------------------------
 # Span names.  Few and fixed: what varies (function, thread) is an attribute.
@@ -225,3 +278,128 @@ TIMEOUT_ELAPSED_MS: Final = "tracebridge.timeout.elapsed_ms"
 
 TIMEOUT_CANCELLED_TASK: Final = "tracebridge.timeout.cancelled_task"
 """Name of the asyncio task the expiry cancelled (``Task.get_name()``) and its coroutine."""
+
+# ---------------------------------------------------------------------------
+# WSGI (tracebridge.wsgi): one span per WsgiToAsgi call.  The HTTP keys are the
+# stable OpenTelemetry HTTP semantic conventions, used verbatim.  Query strings
+# and header values are recorded only when the user opts in
+# (tracebridge.wsgi.set_http_capture), and sensitive keys are then REDACTED.
+
+WSGI_CALL: Final = "tracebridge.wsgi"
+"""One request served by ``WsgiToAsgi``: body buffered, WSGI app run on a sync thread, response sent."""
+
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+"""The request method (``GET``) from the ASGI scope; ``_OTHER`` for a method HTTP does not define."""
+
+HTTP_REQUEST_METHOD_ORIGINAL: Final = "http.request.method_original"
+"""The method as sent, only when :data:`HTTP_REQUEST_METHOD` had to say ``_OTHER``."""
+
+HTTP_REQUEST_METHOD_OTHER: Final = "_OTHER"
+"""Value of :data:`HTTP_REQUEST_METHOD` for a method outside the HTTP specs."""
+
+URL_PATH: Final = "url.path"
+"""The request path from the ASGI scope (``root_path`` included, query string excluded)."""
+
+URL_SCHEME: Final = "url.scheme"
+"""``http`` or ``https`` (the scope's ``scheme``, ``http`` when absent)."""
+
+URL_QUERY: Final = "url.query"
+"""The query string, only with ``HttpCapture(query_string=True)``; sensitive values REDACTED."""
+
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+"""The status the response started with (400 when asgiref's duplicate-header guard answered)."""
+
+SERVER_ADDRESS: Final = "server.address"
+"""Host of the listening socket, from the scope's ``server`` (absent when the scope has none)."""
+
+SERVER_PORT: Final = "server.port"
+"""Port of the listening socket (absent for a unix socket or no ``server``)."""
+
+NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
+"""HTTP version from the scope (``1.1``, ``2``)."""
+
+HTTP_REQUEST_HEADER_PREFIX: Final = "http.request.header."
+"""Prefix of ``http.request.header.<lower-case name>`` (a list of values); opt-in only."""
+
+HTTP_RESPONSE_HEADER_PREFIX: Final = "http.response.header."
+"""Prefix of ``http.response.header.<lower-case name>`` (a list of values); opt-in only."""
+
+HTTP_REQUEST_BODY_SIZE: Final = "http.request.body.size"
+"""Bytes of request body buffered before the WSGI app ran."""
+
+HTTP_RESPONSE_BODY_SIZE: Final = "http.response.body.size"
+"""Bytes of response body sent (after clamping to ``Content-Length``)."""
+
+REDACTED: Final = "REDACTED"
+"""The value recorded in place of a sensitive query parameter or header value."""
+
+WSGI_APPLICATION: Final = "tracebridge.wsgi.application"
+"""``module.QualName`` of the WSGI application ``WsgiToAsgi`` wraps."""
+
+WSGI_TIME_TO_FIRST_BYTE_MS: Final = "tracebridge.wsgi.time_to_first_byte_ms"
+"""Milliseconds from the ASGI call to the moment the response start was handed to ``send``."""
+
+WSGI_REQUEST_BODY_SPOOLED: Final = "tracebridge.wsgi.request.body.spooled"
+"""True when the request body outgrew 64 KiB of RAM and was spooled to a temporary file."""
+
+WSGI_REQUEST_HEADER_COUNT: Final = "tracebridge.wsgi.request.header_count"
+"""Number of request header lines in the scope (names and values are not recorded)."""
+
+WSGI_RESPONSE_CHUNKS: Final = "tracebridge.wsgi.response.chunks"
+"""Number of body chunks sent (each one blocked the sync thread until ``send`` completed)."""
+
+WSGI_ITERABLE_CLOSED: Final = "tracebridge.wsgi.iterable_closed"
+"""True when the app's response iterable had a ``close()`` and it was called (PEP 3333)."""
+
+# ---------------------------------------------------------------------------
+# ASGI server (tracebridge.server.StatelessServer): one span per application
+# instance lifetime, and one when the checker reaps an instance that raised.
+
+SERVER_INSTANCE: Final = "tracebridge.server.instance"
+"""One application instance, from its creation to its end (see :data:`SERVER_END_REASON`)."""
+
+SERVER_REAP: Final = "tracebridge.server.reap"
+"""The application checker handing an instance's exception to ``application_exception``."""
+
+SERVER_SCOPE_ID: Final = "tracebridge.server.scope_id"
+"""``str()`` of the scope id the server keyed the instance by."""
+
+SERVER_END_REASON: Final = "tracebridge.server.end_reason"
+"""Why the instance ended: one of the ``SERVER_END_*`` values."""
+
+SERVER_END_FINISHED: Final = "finished"
+"""Value of :data:`SERVER_END_REASON`: the application returned."""
+
+SERVER_END_FAILED: Final = "failed"
+"""Value of :data:`SERVER_END_REASON`: the application raised (the span carries the error)."""
+
+SERVER_END_EVICTED: Final = "evicted"
+"""Value of :data:`SERVER_END_REASON`: least recently used, removed to stay near ``max_applications``."""
+
+SERVER_END_DELETED: Final = "deleted"
+"""Value of :data:`SERVER_END_REASON`: removed by ``delete_application_instance``."""
+
+SERVER_END_CANCELLED: Final = "cancelled"
+"""Value of :data:`SERVER_END_REASON`: its task was cancelled by someone else (e.g. shutdown)."""
+
+SERVER_LIVE_INSTANCES: Final = "tracebridge.server.live_instances"
+"""Application instances alive right after this one was created (itself included)."""
+
+SERVER_MAX_APPLICATIONS: Final = "tracebridge.server.max_applications"
+"""The server's ``max_applications`` setting."""
+
+SERVER_LOOKUPS: Final = "tracebridge.server.instance.lookups"
+"""Times ``get_or_create_application_instance`` found this instance already alive."""
+
+SERVER_IDLE_MS: Final = "tracebridge.server.instance.idle_ms"
+"""Milliseconds since the instance was last looked up, when it ended."""
+
+# ---------------------------------------------------------------------------
+# ASGI compatibility (tracebridge.compatibility): set on the span current when
+# an adapted ASGI 2 application serves a call.
+
+ASGI_DOUBLE_CALLABLE_ADAPTED: Final = "tracebridge.asgi.double_callable_adapted"
+"""True: this call was served by an ASGI 2 (double callable) app through the ASGI 3 adapter."""
+
+ASGI_APPLICATION: Final = "tracebridge.asgi.application"
+"""``module.QualName`` of the adapted ASGI 2 application."""

@@ -382,6 +382,9 @@ class AsyncToSync(Generic[_P, _R]):
         __traceback_hide__ = True  # noqa: F841
         if context is not None:
             _restore_context(context[0])
+        # This loop thread now owns the caller's Local values (the callee side
+        # of the hop), even when no contextvar differed.
+        rehome()
         current_task = asyncio.current_task()
         if current_task is not None and task_context is not None:
             # So a cancelled sync_to_async call can forward the cancellation here.
@@ -416,16 +419,13 @@ class AsyncToSync(Generic[_P, _R]):
 
 
 def _note_loop(hop: Hop, loop: asyncio.AbstractEventLoop, route: str) -> None:
-    try:
-        hop.span.set_attributes(
-            {
-                semconv.LOOP_ID: id(loop),
-                semconv.LOOP_ROUTE: route,
-                semconv.LOOP_NEW: route != semconv.LOOP_ROUTE_PARENT_LOOP,
-            }
-        )
-    except Exception:
-        _telemetry.tracing_failed("loop attributes")
+    hop.note(
+        {
+            semconv.LOOP_ID: id(loop),
+            semconv.LOOP_ROUTE: route,
+            semconv.LOOP_NEW: route != semconv.LOOP_ROUTE_PARENT_LOOP,
+        }
+    )
 
 
 class SyncToAsync(Generic[_P, _R]):
@@ -528,6 +528,9 @@ class SyncToAsync(Generic[_P, _R]):
                 executor = self.single_thread_executor
                 executor_kind = semconv.EXECUTOR_GLOBAL_SYNC_THREAD
                 uses_single_thread = True
+                # Before the context copy, so the sync code sees it too: a
+                # thread-sensitive call from there would wait on its own thread.
+                self.deadlock_context.set(True)
         else:
             executor = self._executor
             executor_kind = semconv.EXECUTOR_GIVEN if executor is not None else semconv.EXECUTOR_LOOP_DEFAULT
@@ -555,8 +558,6 @@ class SyncToAsync(Generic[_P, _R]):
                 hop.executor_id = id(executor)
         runner = functools.partial(context.run, _run_callee, hop)
 
-        if uses_single_thread:
-            self.deadlock_context.set(True)
         error: BaseException | None = None
         try:
             if hop is not None:
