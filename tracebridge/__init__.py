@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from ._telemetry import TelemetryStats, flush, get_tracer_provider, set_tracer_provider
 from ._telemetry import stats as _stats
+from .configure import configure as configure
 
 
 def stats() -> TelemetryStats:
@@ -20,6 +21,7 @@ def stats() -> TelemetryStats:
 __all__ = [
     "TelemetryStats",
     "__version__",
+    "configure",
     "flush",
     "get_tracer_provider",
     "set_tracer_provider",

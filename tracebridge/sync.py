@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from . import _telemetry, semconv
 from ._hop import Hop
 from .current_thread_executor import CurrentThreadExecutor
-from .local import Local, rehome
+# The bridges' own bookkeeping Local is read and written untraced: those
+# accesses are tracebridge's, not the user's, and would double every hop's spans.
+from .local import Local, _get_untraced, _set_untraced, rehome
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -164,8 +166,8 @@ class ThreadSensitiveContext:
         SyncToAsync.context_to_thread_executor[self] = self.executor
         # Hide the enclosing sync frame's thread for the block: work inside
         # goes to our executor.  A nested async_to_sync installs its own again.
-        self._hidden_executor = getattr(AsyncToSync.executors, "current", None)
-        AsyncToSync.executors.current = None
+        self._hidden_executor = _get_untraced(AsyncToSync.executors, "current")
+        _set_untraced(AsyncToSync.executors, "current", None)
         return self
 
     async def __aexit__(
@@ -180,7 +182,7 @@ class ThreadSensitiveContext:
             # The executor belongs to the caller: leave it running, and do not
             # wait for a busy worker.
             self._exited = True
-            AsyncToSync.executors.current = self._hidden_executor
+            _set_untraced(AsyncToSync.executors, "current", self._hidden_executor)
             self._hidden_executor = None
             return
         if executor is None:
@@ -280,9 +282,9 @@ class AsyncToSync(Generic[_P, _R]):
             )
 
         call_result: Future[_R] = Future()
-        old_executor = getattr(self.executors, "current", None)
+        old_executor = _get_untraced(self.executors, "current")
         current_executor = CurrentThreadExecutor(old_executor)
-        self.executors.current = current_executor
+        _set_untraced(self.executors, "current", current_executor)
         # One-element list: main_wrap replaces it with the coroutine's final context.
         context = [contextvars.copy_context()]
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
@@ -317,7 +319,7 @@ class AsyncToSync(Generic[_P, _R]):
             raise
         finally:
             _restore_context(context[0])
-            self.executors.current = old_executor
+            _set_untraced(self.executors, "current", old_executor)
             if hop is not None:
                 hop.close(error)
             del error
@@ -502,7 +504,7 @@ class SyncToAsync(Generic[_P, _R]):
         uses_single_thread = False
 
         if self._thread_sensitive:
-            current_thread_executor = getattr(AsyncToSync.executors, "current", None)
+            current_thread_executor = _get_untraced(AsyncToSync.executors, "current")
             thread_sensitive_context = self.thread_sensitive_context.get(None)
             if current_thread_executor:
                 executor: Executor | None = current_thread_executor

@@ -1,0 +1,698 @@
+"""Serve a WSGI application from an ASGI server, one traced span per request.
+
+``WsgiToAsgi(app)`` is an ASGI 3 application.  Each call makes a
+:class:`WsgiToAsgiInstance`, which, on the event loop thread, buffers the whole
+request body (RAM up to 64 KiB, then a temporary file), then runs the WSGI
+application on a sync thread through ``sync_to_async`` (thread-sensitive: under
+a plain ASGI server every WSGI request of the process shares the one sync
+thread, exactly as with asgiref).  The sync thread streams the response back
+one message at a time through ``AsyncToSync(send)``: each ``send`` blocks it
+until the loop has delivered the message, which is the back-pressure.
+
+Tracing (when a TracerProvider is set): one :data:`~tracebridge.semconv.WSGI_CALL`
+span per call, current while the request is served, so the ``sync_to_async``
+hop into the sync thread and the ``async_to_sync`` hops of each ``send`` are its
+children.  It carries the stable OpenTelemetry HTTP keys, the thread that ran
+the application, request and response body sizes and the time to first byte.
+Query strings and header values are *not* recorded unless you opt in with
+:func:`set_http_capture` (or the ``TRACEBRIDGE_HTTP_CAPTURE_*`` environment
+variables); then values of sensitive keys (authorization, cookies, tokens,
+passwords, ...) are recorded as ``REDACTED``.
+
+Unlike asgiref 3.13, the response iterable's ``close()`` is called when the
+response is done or fails, as PEP 3333 requires (asgiref PR #587): Django
+fires ``request_finished`` (and closes database connections) from there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from tempfile import SpooledTemporaryFile
+from time import time_ns
+from typing import IO, Any
+from urllib.parse import unquote_plus
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
+
+from . import _telemetry, semconv
+from .sync import AsyncToSync, sync_to_async
+
+__all__ = [
+    "DEFAULT_REDACTED_KEYS",
+    "HttpCapture",
+    "WsgiToAsgi",
+    "WsgiToAsgiInstance",
+    "get_http_capture",
+    "set_http_capture",
+]
+
+_SPOOL_MAX_SIZE = 65536  # request body bytes kept in RAM before spilling to a temporary file
+
+# ---------------------------------------------------------------------------
+# What the WSGI span may record beyond the defaults (opt-in).
+
+DEFAULT_REDACTED_KEYS: frozenset[str] = frozenset(
+    {
+        "apikey",
+        "api-key",
+        "authorization",
+        "cookie",
+        "credential",
+        "passwd",
+        "password",
+        "secret",
+        "session",
+        "signature",
+        "token",
+    }
+)
+"""Fragments that make a header name or query parameter name sensitive.
+
+A name is sensitive when one of these occurs in it, compared in lower case with
+``_`` read as ``-``: so ``Authorization``, ``Proxy-Authorization``,
+``Set-Cookie``, ``X-CSRF-Token``, ``access_token`` and ``client_secret`` are all
+redacted.
+"""
+
+
+def _names(values: Iterable[str]) -> frozenset[str]:
+    if isinstance(values, str):  # a single name, not its letters
+        values = (values,)
+    return frozenset(value.strip().lower() for value in values if value.strip())
+
+
+@dataclass(frozen=True)
+class HttpCapture:
+    """Opt-in recording of query strings and header values on WSGI spans.
+
+    Args:
+        query_string: record ``url.query``, with the values of sensitive
+            parameters replaced by ``REDACTED``.
+        request_headers: lower-case header names to record as
+            ``http.request.header.<name>`` (a list of values); ``"*"`` records
+            every header.  Values of sensitive headers become ``REDACTED``.
+        response_headers: the same for ``http.response.header.<name>``.
+        redact: the fragments that make a name sensitive (see
+            :data:`DEFAULT_REDACTED_KEYS`); extend it rather than replace it.
+    """
+
+    query_string: bool = False
+    request_headers: frozenset[str] = field(default_factory=frozenset)
+    response_headers: frozenset[str] = field(default_factory=frozenset)
+    redact: frozenset[str] = DEFAULT_REDACTED_KEYS
+
+    def __post_init__(self) -> None:
+        # Accept any iterable of names (a list, a set) and normalise once, here,
+        # so the per-request check is a frozenset lookup.
+        object.__setattr__(self, "request_headers", _names(self.request_headers))
+        object.__setattr__(self, "response_headers", _names(self.response_headers))
+        object.__setattr__(self, "redact", _names(n.replace("_", "-") for n in self.redact))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything beyond the defaults is recorded."""
+        return bool(self.query_string or self.request_headers or self.response_headers)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> HttpCapture:
+        """Settings from ``TRACEBRIDGE_HTTP_CAPTURE_QUERY`` (``1``/``true``),
+        ``TRACEBRIDGE_HTTP_CAPTURE_REQUEST_HEADERS`` and
+        ``TRACEBRIDGE_HTTP_CAPTURE_RESPONSE_HEADERS`` (comma-separated names or
+        ``*``) and ``TRACEBRIDGE_HTTP_REDACT`` (extra comma-separated fragments)."""
+        env = os.environ if environ is None else environ
+        extra = env.get("TRACEBRIDGE_HTTP_REDACT", "").split(",")
+        return cls(
+            query_string=env.get("TRACEBRIDGE_HTTP_CAPTURE_QUERY", "").strip().lower() in ("1", "true", "yes"),
+            request_headers=env.get("TRACEBRIDGE_HTTP_CAPTURE_REQUEST_HEADERS", "").split(","),
+            response_headers=env.get("TRACEBRIDGE_HTTP_CAPTURE_RESPONSE_HEADERS", "").split(","),
+            redact=DEFAULT_REDACTED_KEYS | _names(extra),
+        )
+
+
+_capture = HttpCapture.from_environ()
+
+
+def set_http_capture(capture: HttpCapture) -> HttpCapture:
+    """Make ``capture`` the process-wide setting for WSGI spans; returns the previous one."""
+    global _capture
+    previous, _capture = _capture, capture
+    return previous
+
+
+def get_http_capture() -> HttpCapture:
+    """The process-wide setting in force (defaults: nothing beyond sizes and the stable keys)."""
+    return _capture
+
+
+def _is_sensitive(name: str, redact: frozenset[str]) -> bool:
+    name = name.lower().replace("_", "-")
+    return any(fragment in name for fragment in redact)
+
+
+def _redact_query(query: str, redact: frozenset[str]) -> str:
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, equals, _value = part.partition("=")
+        if equals and _is_sensitive(unquote_plus(name), redact):
+            parts[index] = f"{name}={semconv.REDACTED}"
+    return "&".join(parts)
+
+
+def _header_attributes(
+    prefix: str, headers: Iterable[tuple[bytes, bytes]], wanted: frozenset[str], redact: frozenset[str]
+) -> dict[str, tuple[str, ...]]:
+    collected: dict[str, list[str]] = {}
+    every = "*" in wanted
+    for raw_name, raw_value in headers:
+        name = bytes(raw_name).decode("latin1").lower()
+        if every or name in wanted:
+            value = semconv.REDACTED if _is_sensitive(name, redact) else bytes(raw_value).decode("latin1")
+            collected.setdefault(name, []).append(value)
+    return {prefix + name: tuple(values) for name, values in collected.items()}
+
+
+# ---------------------------------------------------------------------------
+# The span of one WSGI call.
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"})
+
+
+class _WsgiTrace:
+    """The span of one call plus what the sync thread noted for it.
+
+    The sync thread only writes plain fields; the loop thread reads them after
+    the hop has returned (the hop's future orders the two), and only the loop
+    thread touches the span.
+
+    **Built off the hot path** (as bridge hops are): with an SDK tracer the
+    call picks its span ids up front and makes a non-recording span with those
+    ids current, so the hop into the sync thread parents to it; a successful
+    call then leaves one record to the deferred buffer, whose drain thread
+    builds the real span with the same ids, times and attributes.  A call that
+    failed (or answered 5xx) builds its span on the spot, still with the same
+    ids, so its status and exception are recorded exactly.
+    """
+
+    __slots__ = (
+        "span",
+        "token",
+        "tracer",
+        "ids",
+        "parent",
+        "root_trace_id",
+        "attributes",
+        "start_ns",
+        "capture",
+        "request_bytes",
+        "thread",
+        "status",
+        "first_byte_ns",
+        "response_headers",
+        "response_bytes",
+        "chunks",
+        "closed",
+        "ran_app",
+        "rejected",
+    )
+
+    def __init__(self, tracer: Tracer, attributes: dict[str, Any], start_ns: int, capture: HttpCapture) -> None:
+        self.tracer = tracer
+        self.attributes = attributes
+        self.start_ns = start_ns
+        self.capture = capture
+        self.ids: _telemetry.ReplayIdGenerator | None = None
+        self.parent: SpanContext | None = None
+        self.root_trace_id: int | None = None
+        self.token: object = None
+        self.request_bytes: int | None = None
+        self.thread: threading.Thread | None = None
+        self.status: int | None = None
+        self.first_byte_ns = 0
+        self.response_headers: Iterable[tuple[bytes, bytes]] | None = None
+        self.response_bytes = 0
+        self.chunks = 0
+        self.closed = False
+        self.ran_app = False
+        self.rejected: BaseException | None = None
+
+    @classmethod
+    def open(cls, tracer: Tracer, scope: object, application: object) -> _WsgiTrace | None:
+        try:
+            if otel_context.get_value(_SUPPRESS_KEY):
+                return None  # an exporter or another instrumentation asked for silence
+            capture = _capture
+            attributes = _scope_attributes(scope, capture)
+            attributes[semconv.WSGI_APPLICATION] = _telemetry.function_name(application)
+            trace = cls(tracer, attributes, time_ns(), capture)
+            ids = trace.ids = _telemetry.replay_ids()
+            if ids is None:  # not an SDK tracer: a real span now
+                trace.span = tracer.start_span(semconv.WSGI_CALL, attributes=attributes, start_time=trace.start_ns)
+            else:
+                trace.span = trace._planned_span(tracer, ids, attributes)
+            # Current for the rest of the call, so the hop into the sync
+            # thread (and every send's hop back) become children of this span.
+            trace.token = _telemetry.attach_span(trace.span)
+            return trace
+        except Exception:
+            _telemetry.tracing_failed("opening a WSGI span")
+            return None
+
+    def _planned_span(self, tracer: Tracer, ids: _telemetry.ReplayIdGenerator, attributes: dict[str, Any]) -> Span:
+        # The ids the real span will get later, and the sampling decision it
+        # will reach (for the SDK's samplers it depends only on the trace id
+        # and the parent).
+        parent = self.parent = otel_trace.get_current_span().get_span_context()
+        if parent.is_valid:
+            trace_id, flags, trace_state = parent.trace_id, parent.trace_flags, parent.trace_state
+        else:
+            trace_id = self.root_trace_id = ids.new_trace_id()
+            if _telemetry.samples_all_roots():
+                flags, trace_state = _SAMPLED, None
+            else:
+                decision = tracer.sampler.should_sample(  # type: ignore[attr-defined]
+                    None, trace_id, semconv.WSGI_CALL, attributes=attributes
+                )
+                flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
+                trace_state = decision.trace_state
+        return NonRecordingSpan(SpanContext(trace_id, ids.new_span_id(), False, flags, trace_state))
+
+    def close(self, error: BaseException | None) -> None:
+        # Detach first: this runs on the loop thread, in the task's context.
+        _telemetry.detach(self.token)
+        try:
+            end_ns = time_ns()
+            attributes = self.attributes
+            attributes.update(self._end_attributes())
+            if error is None:
+                error = self.rejected
+            status = self.status
+            # A 5xx the application answered with itself is an error per the
+            # HTTP conventions, typed by its status code.
+            status_error = error is None and status is not None and status >= 500
+            if self.ids is None:
+                self._end_now(self.span, error, status_error)
+                return
+            if not self.span.get_span_context().trace_flags.sampled:
+                return
+            if error is None and not status_error:
+                _telemetry.deferred.record(_build_wsgi_span, self.tracer, self.parent, self.start_ns, end_ns, self)
+                return
+            # Failures are rare: build the real span here, with the planned ids.
+            parent = self.parent
+            context = otel_context.Context()
+            if parent is not None and parent.is_valid:
+                context = otel_trace.set_span_in_context(NonRecordingSpan(parent), context)
+            ids = self.ids
+            ids.replay(self.root_trace_id, self.span.get_span_context().span_id)
+            try:
+                span = self.tracer.start_span(
+                    semconv.WSGI_CALL, context=context, attributes=attributes, start_time=self.start_ns
+                )
+            except Exception:
+                ids.replay(None, None)  # type: ignore[arg-type]  # never hand these ids to another span
+                raise
+            self._end_now(span, error, status_error)
+        except Exception:
+            _telemetry.tracing_failed("closing a WSGI span")
+
+    def _end_now(self, span: Span, error: BaseException | None, status_error: bool) -> None:
+        attributes = {} if self.ids is not None else self._end_attributes()
+        if status_error:
+            attributes[semconv.ERROR_TYPE] = str(self.status)
+            span.set_status(Status(StatusCode.ERROR))
+        _telemetry.end_span(span, error, attributes)
+
+    def _end_attributes(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = {}
+        thread = self.thread
+        if thread is not None:
+            attributes[semconv.THREAD_ID] = thread.ident
+            attributes[semconv.THREAD_NAME] = thread.name
+        if self.request_bytes is not None:
+            attributes[semconv.HTTP_REQUEST_BODY_SIZE] = self.request_bytes
+            attributes[semconv.WSGI_REQUEST_BODY_SPOOLED] = self.request_bytes > _SPOOL_MAX_SIZE
+        if self.status is not None:
+            attributes[semconv.HTTP_RESPONSE_STATUS_CODE] = self.status
+            attributes[semconv.WSGI_TIME_TO_FIRST_BYTE_MS] = _telemetry.ms(self.start_ns, self.first_byte_ns)
+            attributes[semconv.HTTP_RESPONSE_BODY_SIZE] = self.response_bytes
+            attributes[semconv.WSGI_RESPONSE_CHUNKS] = self.chunks
+        if self.ran_app:
+            attributes[semconv.WSGI_ITERABLE_CLOSED] = self.closed
+        capture = self.capture
+        if capture.response_headers and self.response_headers is not None:
+            attributes.update(
+                _header_attributes(
+                    semconv.HTTP_RESPONSE_HEADER_PREFIX, self.response_headers, capture.response_headers, capture.redact
+                )
+            )
+        return attributes
+
+
+def _build_wsgi_span(trace: _WsgiTrace) -> tuple[Any, ...]:
+    # On the drain thread: (name, attributes, ids, root trace id, span id, error).
+    return (
+        semconv.WSGI_CALL,
+        trace.attributes,
+        trace.ids,
+        trace.root_trace_id,
+        trace.span.get_span_context().span_id,
+        None,
+    )
+
+
+def _scope_attributes(scope: object, capture: HttpCapture) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if not isinstance(scope, Mapping):
+        return attributes  # bad input; the call itself will say what is wrong
+    method = scope.get("method")
+    if isinstance(method, str):
+        if method in _KNOWN_METHODS:
+            attributes[semconv.HTTP_REQUEST_METHOD] = method
+        else:
+            attributes[semconv.HTTP_REQUEST_METHOD] = semconv.HTTP_REQUEST_METHOD_OTHER
+            attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
+    path = scope.get("path")
+    if isinstance(path, str):
+        attributes[semconv.URL_PATH] = path
+    if scope.get("type") == "http":
+        attributes[semconv.URL_SCHEME] = scope.get("scheme") or "http"
+    version = scope.get("http_version")
+    if isinstance(version, str):
+        attributes[semconv.NETWORK_PROTOCOL_VERSION] = version
+    server = scope.get("server")
+    if server is not None:
+        host, port = server
+        attributes[semconv.SERVER_ADDRESS] = str(host)
+        if port is not None:
+            attributes[semconv.SERVER_PORT] = int(port)
+    headers = scope.get("headers")
+    if headers is not None:
+        headers = list(headers)
+        attributes[semconv.WSGI_REQUEST_HEADER_COUNT] = len(headers)
+        if capture.request_headers:
+            attributes.update(
+                _header_attributes(semconv.HTTP_REQUEST_HEADER_PREFIX, headers, capture.request_headers, capture.redact)
+            )
+    if capture.query_string:
+        query = scope.get("query_string")
+        if query:
+            attributes[semconv.URL_QUERY] = _redact_query(bytes(query).decode("latin1"), capture.redact)
+    return attributes
+
+
+# ---------------------------------------------------------------------------
+# The adapter.
+
+
+def _note(error: BaseException, text: str) -> None:
+    # A note leaves the exception's type and message exactly as asgiref would
+    # raise them; it only adds a line to the printed traceback.
+    try:
+        error.add_note(text)
+    except Exception:  # pragma: no cover - a frozen exception type
+        pass
+
+
+class WsgiToAsgi:
+    """Wraps a WSGI application to make it an ASGI 3 application.
+
+    Args:
+        wsgi_application: the ``(environ, start_response) -> iterable`` callable.
+        duplicate_header_limit: most values one request header name may have
+            (a request with more gets 400); ``None`` or ``0`` turns the check
+            off.  The guard against CVE-2025-14550.
+    """
+
+    def __init__(self, wsgi_application: Any, duplicate_header_limit: int | None = 100) -> None:
+        self.wsgi_application = wsgi_application
+        self.duplicate_header_limit = duplicate_header_limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one ASGI connection with a fresh :class:`WsgiToAsgiInstance`."""
+        await WsgiToAsgiInstance(self.wsgi_application, self.duplicate_header_limit)(scope, receive, send)
+
+
+class WsgiToAsgiInstance:
+    """One request's worth of WSGI: its environ, its ``start_response``, its response."""
+
+    def __init__(self, wsgi_application: Any, duplicate_header_limit: int | None = 100) -> None:
+        self.wsgi_application = wsgi_application
+        self.duplicate_header_limit = duplicate_header_limit
+        self.response_started = False
+        self.response_content_length: int | None = None
+        # ``response_start`` is deliberately not set here: asgiref's
+        # "second call" check is whether the attribute exists yet.
+        self._trace: _WsgiTrace | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Buffer the request body (on the loop), then run the WSGI app (on a sync thread).
+
+        Raises:
+            ValueError: the scope is not ``http`` (a ``websocket`` or
+                ``lifespan`` scope), or ``receive`` returned something other
+                than ``http.request`` (a ``http.disconnect``) before the body
+                was complete.
+        """
+        tracer = _telemetry.get_tracer()
+        trace = None if tracer is None else _WsgiTrace.open(tracer, scope, self.wsgi_application)
+        if trace is None:
+            await self._serve(scope, receive, send)
+            return
+        self._trace = trace
+        try:
+            await self._serve(scope, receive, send)
+        except BaseException as error:
+            trace.close(error)
+            raise
+        trace.close(None)
+
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            scope_type = scope["type"]
+        except (KeyError, TypeError) as error:
+            _note(error, "WsgiToAsgi: the ASGI scope must be a dict with a 'type' key")
+            raise
+        if scope_type != "http":
+            raise ValueError("WSGI wrapper received a non-HTTP scope")
+        self.scope = scope
+        with SpooledTemporaryFile(max_size=_SPOOL_MAX_SIZE) as body:
+            # All of the body arrives before the app starts: WSGI reads
+            # wsgi.input synchronously, and the loop cannot be asked for more
+            # from the sync thread without blocking both.
+            while True:
+                message = await receive()
+                try:
+                    message_type = message["type"]
+                except (KeyError, TypeError) as error:
+                    _note(error, "WsgiToAsgi: receive() must return a dict with a 'type' key")
+                    raise
+                if message_type != "http.request":
+                    raise ValueError("WSGI wrapper received a non-HTTP-request message")
+                body.write(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            if self._trace is not None:
+                self._trace.request_bytes = body.tell()
+            body.seek(0)
+            # The app's thread calls this to send; each call waits for the loop.
+            self.sync_send = AsyncToSync(send)
+            await self.run_wsgi_app(body)
+
+    def build_environ(self, scope: Any, body: IO[bytes] | None) -> dict[str, Any]:
+        """Build the WSGI environ for ``scope`` with ``body`` as ``wsgi.input``.
+
+        Headers are read from ``self.scope`` (set it first when calling this
+        directly), everything else from ``scope``, as asgiref does.
+
+        Raises:
+            ValueError: a header name repeats more than ``duplicate_header_limit``
+                times, or the query string is not ASCII.  ``run_wsgi_app``
+                answers either with 400 Bad Request.
+        """
+        # WSGI strings are "bytes in latin-1 clothing": encode the ASGI text
+        # as UTF-8 and decode those bytes as latin-1 (PEP 3333).
+        script_name = scope.get("root_path", "").encode("utf8").decode("latin1")
+        path_info = scope["path"].encode("utf8").decode("latin1")
+        if path_info.startswith(script_name):
+            path_info = path_info[len(script_name) :]
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": scope["method"],
+            "SCRIPT_NAME": script_name,
+            "PATH_INFO": path_info,
+            "QUERY_STRING": scope["query_string"].decode("ascii"),
+            "SERVER_PROTOCOL": "HTTP/%s" % scope["http_version"],  # noqa: UP031 - %-formatting, as asgiref (a tuple fails alike)
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scope.get("scheme", "http"),
+            "wsgi.input": body,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        # WSGI requires a server name and port; ASGI may not know them (a
+        # unix socket has no port).
+        server = scope.get("server")
+        if server is None:
+            environ["SERVER_NAME"] = "localhost"
+            environ["SERVER_PORT"] = "80"
+        else:
+            host, port = server[0], server[1]
+            environ["SERVER_NAME"] = host
+            environ["SERVER_PORT"] = str(0 if port is None else port)
+        client = scope.get("client")
+        if client is not None:
+            environ["REMOTE_ADDR"] = client[0]
+
+        limit = self.duplicate_header_limit
+        values_by_key: defaultdict[str, list[str]] = defaultdict(list)
+        for raw_name, raw_value in self.scope.get("headers", []):
+            name = raw_name.decode("latin1")
+            if name == "content-length":
+                key = "CONTENT_LENGTH"
+            elif name == "content-type":
+                key = "CONTENT_TYPE"
+            else:
+                key = "HTTP_" + name.upper().replace("-", "_")
+            values = values_by_key[key]
+            if limit and len(values) >= limit:
+                raise ValueError(
+                    f"Too many duplicate headers: {key} exceeds limit of {limit} "
+                    "(raise WsgiToAsgi's duplicate_header_limit, or pass None to disable it)"
+                )
+            # HTTP says header values are ASCII; latin-1 accepts any byte.
+            values.append(raw_value.decode("latin1"))
+        for key, values in values_by_key.items():
+            environ[key] = ",".join(values)
+        return environ
+
+    def start_response(self, status: str, response_headers: Any, exc_info: Any = None) -> None:
+        """The WSGI ``start_response`` callable (no ``write`` callable is returned).
+
+        Raises:
+            ValueError: called a second time without ``exc_info``.
+            BaseException: ``exc_info[1]``, re-raised, when called with
+                ``exc_info`` after the response has already started.
+        """
+        if self.response_started:
+            # Too late to change the status: PEP 3333 says re-raise the error.
+            try:
+                error, traceback = exc_info[1], exc_info[2]
+            except TypeError as type_error:
+                _note(type_error, "start_response was called again after the response had started, without exc_info")
+                raise
+            raise error.with_traceback(traceback)
+        if hasattr(self, "response_start") and exc_info is None:
+            raise ValueError("You cannot call start_response a second time without exc_info")
+        try:
+            code, _reason = status.split(" ", 1)
+            status_code = int(code)
+        except ValueError as error:
+            _note(error, f"start_response: the status must look like '200 OK', got {status!r}")
+            raise
+        headers = [(name.lower().encode("ascii"), value.encode("ascii")) for name, value in response_headers]
+        # Remembered to clamp the body; the last start_response call decides.
+        self.response_content_length = None
+        for name, value in response_headers:
+            if name.lower() == "content-length":
+                self.response_content_length = int(value)
+        self.response_start = {"type": "http.response.start", "status": status_code, "headers": headers}
+
+    @sync_to_async
+    def run_wsgi_app(self, body: IO[bytes]) -> None:
+        """Run the WSGI app on the sync thread and stream its response.
+
+        One method, so ``start_response`` runs on the same thread as the app.
+        Every ``sync_send`` blocks this thread until the loop has sent the
+        message.
+        """
+        trace = self._trace
+        if trace is not None:
+            trace.thread = threading.current_thread()
+        try:
+            environ = self.build_environ(self.scope, body)
+        except ValueError as error:
+            if trace is not None:
+                trace.rejected = error
+                trace.status = 400
+                trace.first_byte_ns = time_ns()
+                trace.response_bytes = len(_BAD_REQUEST_BODY)
+                trace.chunks = 1
+            self.sync_send(
+                {"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]}
+            )
+            self.sync_send({"type": "http.response.body", "body": _BAD_REQUEST_BODY})
+            return
+        application = self.wsgi_application
+        try:
+            result = application(environ, self.start_response)
+        except TypeError as error:
+            if not callable(application):
+                _note(error, f"WsgiToAsgi was given {application!r}, which is not a WSGI application")
+            raise
+        if trace is not None:
+            trace.ran_app = True
+        try:
+            self._send_response(result, trace)
+        finally:
+            close: Callable[[], object] | None = getattr(result, "close", None)
+            if close is not None:
+                if trace is not None:
+                    trace.closed = True
+                close()
+
+    def _send_response(self, result: Any, trace: _WsgiTrace | None) -> None:
+        # On the sync thread.  Stops early once Content-Length bytes are out:
+        # the iterable is not advanced further (asgiref behaviour).
+        try:
+            chunks = iter(result)
+        except TypeError as error:
+            _note(error, f"the WSGI application returned {type(result).__name__}; it must return an iterable of bytes")
+            raise
+        sync_send = self.sync_send
+        bytes_sent = 0
+        for output in chunks:
+            if not self.response_started:
+                self.response_started = True
+                self._send_start(trace)
+            limit = self.response_content_length
+            if limit is not None:
+                allowed = limit - bytes_sent
+                if len(output) > allowed:
+                    output = output[:allowed]
+            sync_send({"type": "http.response.body", "body": output, "more_body": True})
+            bytes_sent += len(output)
+            if trace is not None:
+                trace.response_bytes = bytes_sent
+                trace.chunks += 1
+            if bytes_sent == self.response_content_length:
+                break
+        if not self.response_started:
+            # An empty iterable still owes the client a status line (#41).
+            self.response_started = True
+            self._send_start(trace)
+        sync_send({"type": "http.response.body"})
+
+    def _send_start(self, trace: _WsgiTrace | None) -> None:
+        try:
+            start = self.response_start
+        except AttributeError as error:
+            _note(error, "the WSGI application produced a body before calling start_response")
+            raise
+        if trace is not None:
+            trace.first_byte_ns = time_ns()
+            trace.status = start["status"]
+            trace.response_headers = start["headers"]
+        self.sync_send(start)
+
+
+_BAD_REQUEST_BODY = b"Bad Request: Too many duplicate headers"
