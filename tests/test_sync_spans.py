@@ -326,7 +326,7 @@ async def test_tracing_failure_is_swallowed_and_counted(spans: SpanRecorder, mon
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("tracing bug")
 
-    monkeypatch.setattr(_telemetry, "function_name", broken)
+    monkeypatch.setattr(_telemetry, "replay_ids", broken)
     worker = await sync_to_async(sample_function)()
     assert isinstance(worker, threading.Thread)
     assert tracebridge.stats().tracing_errors > before

@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ __all__ = [
     "flush",
     "get_tracer",
     "get_tracer_provider",
+    "record_partial",
     "set_tracer_provider",
     "stats",
 ]
@@ -81,6 +82,13 @@ class TelemetryStats:
 
 stats = TelemetryStats()
 _warned: set[str] = set()
+
+# The live flow feed (tracebridge.flow): None, or the FlowRecorder that
+# tracebridge.flow.enable() installed.  The bridges read it once per hop event
+# and call it only when set, so with the flow model off a traced hop pays one
+# module-attribute read per event and nothing else.  Its methods are O(1)
+# dict/deque operations that never block and never raise.
+flow: Any = None
 
 
 def tracing_failed(where: str) -> None:
@@ -378,7 +386,7 @@ class DeferredSpans:
                 )
             return
         self._records.append((builder, tracer, parent, start_ns, end_ns, payload))
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:  # first record, or first since a fork (see _after_fork_in_child)
             self._start_thread()
 
     def _start_thread(self) -> None:
@@ -412,10 +420,13 @@ class DeferredSpans:
                 try:
                     spec = builder(payload)
                     error = None
+                    events = None
                     if len(spec) > 2:
                         # A span whose ids were handed out already (a hop):
-                        # (name, attributes, ids, trace_id or None, span_id, error).
-                        name, attributes, ids, trace_id, span_id, error = spec  # type: ignore[misc]
+                        # (name, attributes, ids, trace_id or None, span_id, error[, events]).
+                        name, attributes, ids, trace_id, span_id, error = spec[:6]
+                        if len(spec) > 6:
+                            events = spec[6]  # (name, attributes, time_ns) each, e.g. watchdog reports
                         ids.replay(trace_id, span_id)
                     else:
                         name, attributes = spec
@@ -427,6 +438,9 @@ class DeferredSpans:
                     )
                     if error is not None:
                         _apply_error(span, *error)
+                    if events:
+                        for event_name, event_attributes, event_ns in events:
+                            span.add_event(event_name, event_attributes, timestamp=event_ns)
                     span.end(end_time=end_ns)
                     made += 1
                 except Exception:
@@ -473,6 +487,46 @@ def flush(timeout_millis: int = 30_000) -> bool:
     except Exception:
         tracing_failed("force_flush")
         return False
+
+
+def record_partial(
+    tracer: Tracer,
+    name: str,
+    parent: SpanContext,
+    trace_id: int | None,
+    span_id: int,
+    start_ns: int,
+    attributes: Mapping[str, Any],
+    events: Sequence[tuple[str, Mapping[str, Any], int]] = (),
+) -> bool:
+    """Export a span whose work is still in flight, now, marked :data:`~semconv.INCOMPLETE`.
+
+    For the watchdog: a hung request's spans never end, so OpenTelemetry would
+    never export them.  This builds a copy with the span's own ids (so children
+    already exported hang under it), ending now.  ``trace_id`` is needed only
+    for a root span (``parent`` invalid).  Goes through the deferred buffer;
+    call :func:`flush` to deliver at once.  Returns False (and records nothing)
+    when the current tracer cannot replay ids (not an SDK tracer).
+    """
+    try:
+        ids = _state.ids
+        if ids is None:
+            return False
+        partial = dict(attributes)
+        partial[semconv.INCOMPLETE] = True
+        deferred.record(
+            _build_partial, tracer, parent, start_ns, time.time_ns(),
+            (name, partial, ids, trace_id if not parent.is_valid else None, span_id, tuple(events)),
+        )
+        return True
+    except Exception:
+        tracing_failed("exporting a partial span")
+        return False
+
+
+def _build_partial(payload: tuple[Any, ...]) -> tuple[Any, ...]:
+    name, attributes, ids, trace_id, span_id, events = payload
+    return (name, attributes, ids, trace_id, span_id, None, events)
 
 
 def now_ns() -> int:

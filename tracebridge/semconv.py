@@ -22,6 +22,13 @@ __all__ = [
     "ASYNC_TO_SYNC",
     "CALLER_THREAD_ID",
     "CALLER_THREAD_NAME",
+    "CENSUS_ASYNC_TO_SYNC",
+    "CENSUS_BY_EXECUTOR",
+    "CENSUS_BY_FUNCTION",
+    "CENSUS_HOPS",
+    "CENSUS_QUEUE_WAIT_MS",
+    "CENSUS_SYNC_TO_ASYNC",
+    "CENSUS_THREADS",
     "CODE_FUNCTION_NAME",
     "DIRECTION",
     "DIRECTION_ASYNC_TO_SYNC",
@@ -50,6 +57,7 @@ __all__ = [
     "HTTP_RESPONSE_BODY_SIZE",
     "HTTP_RESPONSE_HEADER_PREFIX",
     "HTTP_RESPONSE_STATUS_CODE",
+    "INCOMPLETE",
     "INSTRUMENTATION_NAME",
     "LOCAL_ACCESS",
     "LOCAL_ATTRIBUTE",
@@ -98,6 +106,14 @@ __all__ = [
     "URL_PATH",
     "URL_QUERY",
     "URL_SCHEME",
+    "WATCHDOG_KIND",
+    "WATCHDOG_KIND_BLOCKED_LOOP",
+    "WATCHDOG_KIND_DEADLOCK",
+    "WATCHDOG_KIND_STALL",
+    "WATCHDOG_MESSAGE",
+    "WATCHDOG_REPORT",
+    "WATCHDOG_REPORT_ID",
+    "WATCHDOG_ROLE",
     "WSGI_APPLICATION",
     "WSGI_CALL",
     "WSGI_ITERABLE_CLOSED",
@@ -403,3 +419,61 @@ ASGI_DOUBLE_CALLABLE_ADAPTED: Final = "tracebridge.asgi.double_callable_adapted"
 
 ASGI_APPLICATION: Final = "tracebridge.asgi.application"
 """``module.QualName`` of the adapted ASGI 2 application."""
+
+# ---------------------------------------------------------------------------
+# Hop census (tracebridge.instrumentation.census.HopCensus): set on a request's
+# root span (any span without a local parent) just before it ends, so "this
+# request did 5 hops, 2 caused by sync-only middleware X" reads off one span.
+
+CENSUS_HOPS: Final = "tracebridge.census.hops"
+"""Thread hops (``sync_to_async`` plus ``async_to_sync`` calls) made in this root span's trace while it was open."""
+
+CENSUS_SYNC_TO_ASYNC: Final = "tracebridge.census.sync_to_async"
+"""How many of :data:`CENSUS_HOPS` were ``sync_to_async`` calls."""
+
+CENSUS_ASYNC_TO_SYNC: Final = "tracebridge.census.async_to_sync"
+"""How many of :data:`CENSUS_HOPS` were ``async_to_sync`` calls."""
+
+CENSUS_BY_FUNCTION: Final = "tracebridge.census.by_function"
+"""Where the hops came from: ``"<direction> <module.QualName>: <count>"`` per called function, most first."""
+
+CENSUS_BY_EXECUTOR: Final = "tracebridge.census.by_executor"
+"""Which rule routed the hops: ``"<executor kind or loop route>: <count>"``, most first."""
+
+CENSUS_THREADS: Final = "tracebridge.census.threads"
+"""Names of the distinct threads the hops' callees ran on, sorted."""
+
+CENSUS_QUEUE_WAIT_MS: Final = "tracebridge.census.queue_wait_ms"
+"""Milliseconds the hops' callees waited, summed, from the call to the moment they started."""
+
+# ---------------------------------------------------------------------------
+# Flow model and watchdog (tracebridge.flow, tracebridge.watchdog): what the
+# deadlock/stall detector writes on the spans of the work it names, and the mark
+# of a span exported while its work was still in flight (a partial trace).
+
+INCOMPLETE: Final = "tracebridge.incomplete"
+"""True on a span exported before its work finished (a hang's partial trace); its end time is the export time."""
+
+WATCHDOG_REPORT: Final = "tracebridge.watchdog.report"
+"""Span event: the watchdog found this span's work deadlocked, stalled or on a blocked loop."""
+
+WATCHDOG_KIND: Final = "tracebridge.watchdog.kind"
+"""On :data:`WATCHDOG_REPORT`: one of the ``WATCHDOG_KIND_*`` values."""
+
+WATCHDOG_KIND_DEADLOCK: Final = "deadlock"
+"""Value of :data:`WATCHDOG_KIND`: a cycle in the wait-for graph; nothing in it can ever move."""
+
+WATCHDOG_KIND_STALL: Final = "stall"
+"""Value of :data:`WATCHDOG_KIND`: queued work made no progress for longer than the stall threshold."""
+
+WATCHDOG_KIND_BLOCKED_LOOP: Final = "blocked_loop"
+"""Value of :data:`WATCHDOG_KIND`: an event loop's thread has been stuck in one sync call too long."""
+
+WATCHDOG_MESSAGE: Final = "tracebridge.watchdog.message"
+"""On :data:`WATCHDOG_REPORT`: the report in plain words (every participant, without the stacks)."""
+
+WATCHDOG_REPORT_ID: Final = "tracebridge.watchdog.report_id"
+"""On :data:`WATCHDOG_REPORT`: the report's number in this process (the same on every span it names)."""
+
+WATCHDOG_ROLE: Final = "tracebridge.watchdog.role"
+"""On :data:`WATCHDOG_REPORT`: this span's part in the report, e.g. ``queued behind thread `MainThread```."""

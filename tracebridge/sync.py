@@ -295,6 +295,7 @@ class AsyncToSync(Generic[_P, _R]):
             hop = Hop.open(
                 tracer, semconv.ASYNC_TO_SYNC, semconv.DIRECTION_ASYNC_TO_SYNC, self.awaitable,
                 {semconv.EXECUTOR_ID: id(current_executor)},
+                current_executor,  # for the flow model: this thread serves it while it waits
             )
         error: BaseException | None = None
         try:
@@ -554,6 +555,7 @@ class SyncToAsync(Generic[_P, _R]):
                     semconv.EXECUTOR_ID: id(executor if executor is not None else loop),
                     semconv.LOOP_ID: id(loop),
                 },
+                executor,  # for the flow model: whose queue the call waits in (None: the loop's default)
             )
             if hop is not None and executor_kind in _POOL_HANDOFFS:
                 hop.handoff_kind = semconv.HANDOFF_EXECUTOR_THREAD_POOL
@@ -562,7 +564,7 @@ class SyncToAsync(Generic[_P, _R]):
 
         error: BaseException | None = None
         try:
-            if hop is not None:
+            if hop is not None and executor_kind in _CURRENT_THREAD_HANDOFFS:
                 # A CurrentThreadExecutor's submit() reads these (same thread,
                 # synchronously inside run_in_executor) to parent its handoff span.
                 submitting = _telemetry.submitting
@@ -658,6 +660,7 @@ class SyncToAsync(Generic[_P, _R]):
 
 
 _POOL_HANDOFFS = frozenset({semconv.EXECUTOR_THREAD_SENSITIVE_CONTEXT, semconv.EXECUTOR_GLOBAL_SYNC_THREAD})
+_CURRENT_THREAD_HANDOFFS = frozenset({semconv.EXECUTOR_OUTER_CURRENT_THREAD, semconv.EXECUTOR_LOOP_THREAD})
 
 
 def _run_callee(hop: Hop | None, child: Callable[[], _R]) -> _R:

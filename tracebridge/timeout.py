@@ -55,6 +55,10 @@ def _describe_task(task: asyncio.Task[Any]) -> str:
     return f"{task.get_name()} ({qualname})"
 
 
+# Built once: it is formatted on every construction otherwise, in a hot loop.
+_DEPRECATION_MESSAGE = f"{__name__}.timeout is deprecated. Use asyncio.timeout() instead."
+
+
 class timeout:
     """Cancel the current task if the block takes longer than ``timeout`` seconds.
 
@@ -77,7 +81,7 @@ class timeout:
 
     def __init__(self, timeout: float | None, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
         warnings.warn(
-            f"{__name__}.timeout is deprecated. Use asyncio.timeout() instead.",
+            _DEPRECATION_MESSAGE,
             DeprecationWarning,
             stacklevel=2,
         )
@@ -185,18 +189,28 @@ class timeout:
             self._record_expiry(task)
 
     def _record_expiry(self, task: asyncio.Task[Any]) -> None:
-        try:
-            tracer, parent, entered_ns = self._trace  # type: ignore[misc]
-            expired_ns = _clock()
-            thread = threading.current_thread()
-            assert self._timeout is not None  # a timer only exists for a real limit
-            payload = (
-                float(self._timeout) * 1000.0,
-                _telemetry.ms(entered_ns, expired_ns),
-                _describe_task(task),
-                thread.ident,
-                thread.name,
-            )
-            _telemetry.deferred.record(_build_expiry, tracer, parent, entered_ns, expired_ns, payload)
-        except Exception:
-            _telemetry.tracing_failed("timeout expiry")
+        tracer, parent, entered_ns = self._trace  # type: ignore[misc]
+        assert self._timeout is not None  # a timer only exists for a real limit
+        _record_expiry_span(tracer, parent, entered_ns, self._timeout, task)
+
+
+def _record_expiry_span(tracer: Tracer, parent: SpanContext, entered_ns: int, limit_s: float, task: asyncio.Task[Any]) -> None:
+    """Record one expiry span: a block entered at ``entered_ns`` under ``parent`` just cancelled ``task``.
+
+    Called on the loop thread by the timer callback, right after the
+    cancellation; shared with :mod:`tracebridge.instrumentation`, which records
+    the real asgiref's expiries with it.  Never raises.
+    """
+    try:
+        expired_ns = _clock()
+        thread = threading.current_thread()
+        payload = (
+            float(limit_s) * 1000.0,
+            _telemetry.ms(entered_ns, expired_ns),
+            _describe_task(task),
+            thread.ident,
+            thread.name,
+        )
+        _telemetry.deferred.record(_build_expiry, tracer, parent, entered_ns, expired_ns, payload)
+    except Exception:
+        _telemetry.tracing_failed("timeout expiry")
