@@ -147,3 +147,26 @@ def test_demo_request_untraced_behaves_the_same() -> None:
         "banner": "Your payment was declined.",
         "recommendations": [],
     }
+
+
+def test_demo_server_traces_real_http_requests_through_uvicorn() -> None:
+    """Tests that `tracebridge demo --server` serves real requests with uvicorn and prints one trace per request."""
+    result = run_cli("demo", "--server")
+    assert result.returncode == 0, result.stderr
+    assert "GET /hello -> 200" in result.stdout
+    assert "POST /echo -> 200 (2048 bytes)" in result.stdout
+    assert "GET /fail -> 500" in result.stdout
+    lines = tree_lines(result.stdout)
+    wsgi_calls = [i for i, (depth, text) in enumerate(lines) if depth == 1 and text.startswith("wsgi ")]
+    assert len(wsgi_calls) == 3
+    for index in wsgi_calls:
+        # The WSGI call's only child is the hop into the sync thread, from uvicorn's loop thread.
+        hop = index + 1
+        assert lines[hop][0] == 2
+        assert lines[hop][1].startswith("sync_to_async  tracebridge.wsgi.WsgiToAsgiInstance.run_wsgi_app")
+        assert "uvicorn-loop → tracebridge-sync_0" in lines[hop][1]
+    hello = find(lines, "wsgi  tracebridge.demo_server.wsgi_app  GET /hello", 1)
+    sends = [i for i, (depth, text) in enumerate(lines) if depth == 3 and text.startswith("async_to_sync")]
+    assert any(parent_of(lines, parent_of(lines, i)) == hello for i in sends)
+    fail = find(lines, "wsgi  tracebridge.demo_server.wsgi_app  GET /fail", 1)
+    assert "✗ RuntimeError: the WSGI app failed on purpose" in lines[fail][1]

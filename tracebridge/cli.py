@@ -2,18 +2,21 @@
 
 Each subcommand is one ``_add_<name>(subparsers)`` function below that defines
 its arguments and sets ``handler``, a function from the parsed arguments to an
-exit status.  Only ``demo`` exists in this release; ``run`` (trace a program),
-``show`` (render a saved trace with ``exporters.console.render_trace``),
-``convert`` (between trace file formats) and ``top`` (the live dashboard) are
-meant to be added the same way.  Commands that do not exist yet are not listed,
-so ``--help`` shows only what works.
+exit status.  ``demo`` runs the built-in traced request, ``show`` renders a
+saved trace with ``exporters.console.render_trace``, ``convert`` turns one
+trace file format into another; ``run`` (trace a program) and ``top`` (the live
+dashboard) are meant to be added the same way.  Commands that do not exist yet
+are not listed, so ``--help`` shows only what works.  A user error (a missing
+or foreign file) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 from . import __version__
 
@@ -60,13 +63,130 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         ),
     )
     _add_export_option(parser)
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help=(
+            "instead: serve a WSGI app through WsgiToAsgi with a real uvicorn on 127.0.0.1, "
+            "send it real HTTP requests and print their traces (needs uvicorn)"
+        ),
+    )
     parser.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if getattr(args, "server", False):
+        from . import demo_server
+
+        return demo_server.main(export=args.export)
     from . import demo
 
     return demo.main(export=args.export)
+
+
+def _add_show(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "show",
+        help="print a saved trace (OTLP JSON lines or Jaeger JSON) as a tree",
+        description=(
+            "Render the traces saved in FILE (written by --export jsonl=... or jaeger-json=..., "
+            "or any OTLP/JSON or Jaeger JSON file) as trees, the way the console exporter prints them."
+        ),
+    )
+    parser.add_argument("file", metavar="FILE", help="the trace file")
+    parser.set_defaults(handler=_show)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .exporters import TraceFileError, read_trace_file, render_trace
+    from .exporters.console import _Unwrapped
+    from rich.console import Console
+
+    with _reported_warnings("show"):
+        try:
+            spans = read_trace_file(args.file)
+        except TraceFileError as exc:
+            return _fail("show", str(exc))
+    console = Console()
+    group = render_trace(spans)
+    if console.is_terminal:
+        console.print(group)
+    else:
+        console.print(_Unwrapped(group), crop=False)  # one line per span, greppable
+    return 0
+
+
+def _add_convert(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .exporters.readers import FORMATS
+
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a saved trace to Perfetto, Jaeger JSON or OTLP JSON lines",
+        description=(
+            "Read FILE (OTLP JSON lines or Jaeger JSON) and write it as a Perfetto timeline, "
+            "Jaeger UI JSON or OTLP JSON lines. The output is written atomically and never "
+            "replaces a file that is not a trace of the same format."
+        ),
+    )
+    parser.add_argument("file", metavar="FILE", help="the trace file to read")
+    parser.add_argument("--to", required=True, choices=list(FORMATS), help="the output format")
+    parser.add_argument(
+        "-o", "--output", metavar="OUT",
+        help="where to write ('-' for stdout); default: FILE with the format's suffix, e.g. trace.perfetto.json",
+    )
+    parser.set_defaults(handler=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .exporters import TraceFileError, read_trace_file
+    from .exporters.readers import FORMATS, encode_trace, write_trace_file
+
+    with _reported_warnings("convert"):
+        try:
+            spans = read_trace_file(args.file)
+        except TraceFileError as exc:
+            return _fail("convert", str(exc))
+    if args.output == "-":
+        sys.stdout.write(encode_trace(spans, args.to).decode("ascii"))
+        return 0
+    source = Path(args.file)
+    if args.output is None:
+        stem = source.name
+        for suffix in (*FORMATS.values(), ".json"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        output = source.with_name(stem + FORMATS[args.to])
+    else:
+        output = Path(args.output)
+    if output.resolve() == source.resolve():
+        return _fail("convert", f"{output}: the output would replace the input; choose another with -o")
+    try:
+        written = write_trace_file(spans, args.to, output)
+    except (ValueError, OSError) as exc:
+        return _fail("convert", str(exc))
+    print(f"wrote {len(spans)} spans to {written}")
+    return 0
+
+
+def _fail(command: str, message: str) -> int:
+    """Report a user error on one line of stderr; exit status 2, like argparse's."""
+    print(f"tracebridge {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def _reported_warnings(command: str) -> Iterator[None]:
+    """Print warnings raised while reading a file (a skipped torn line) as one line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                print(f"tracebridge {command}: warning: {warning.message}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_demo(subparsers)
+    _add_show(subparsers)
+    _add_convert(subparsers)
     return parser
 
 
