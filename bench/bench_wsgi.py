@@ -271,6 +271,12 @@ class Bench:
                 f"{best_ratio:>10.3f} {target_text:>8}  {verdict}"
             )
         out("(verdict: median of the per-repetition paired ratios; best/best: fastest batch vs fastest batch)")
+        spread = statistics.median(asgiref_times) / best_asgiref
+        if spread > 1.25:
+            out(
+                f"WARNING: the machine was busy (asgiref's median batch is {spread:.2f}x its best): the ratios "
+                "above are unreliable; rerun on an idle machine (best/best is the steadier estimate)"
+            )
         out("")
         requests = max(self.traced_requests, 1)
         flush_us = sum(self.flush_ns) / requests / 1000 if self.flush_ns else 0.0

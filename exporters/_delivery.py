@@ -30,9 +30,11 @@ from .specs import FlushingBatchSpanProcessor
 
 __all__ = [
     "CountingBatchSpanProcessor",
+    "DEFAULT_COOLDOWN_S",
     "ExporterStats",
     "ReliableExporter",
     "quiet_loggers",
+    "register_stats",
     "stats",
 ]
 
@@ -76,7 +78,9 @@ class ExporterStats:
             self.failing = False
             self._dropped_in_outage = 0
         if recovered:
-            logger.warning("tracebridge: %s: export works again; %d spans were dropped while it failed", self.name, lost)
+            logger.warning(
+                "tracebridge: %s: export works again; %s dropped while it failed", self.name, _spans(lost)
+            )
 
     def lost(self, count: int, reason: str, *, failed_export: bool = True) -> None:
         """``count`` spans were dropped because of ``reason``.  Reports the first drop of an outage."""
@@ -95,6 +99,10 @@ class ExporterStats:
                 self.name,
                 reason,
             )
+
+
+def _spans(count: int) -> str:
+    return f"{count} span{'' if count == 1 else 's'}"
 
 
 _registry: list[ExporterStats] = []
@@ -220,7 +228,7 @@ class CountingBatchSpanProcessor(FlushingBatchSpanProcessor):
         exporter = self.span_exporter
         if isinstance(exporter, ReliableExporter):
             exporter.allow_attempt()
-        super().shutdown()
+        super().shutdown()  # type: ignore[no-untyped-call]
 
 
 # ---------------------------------------------------------------------------
@@ -285,7 +293,8 @@ class ReliableExporter(SpanExporter):
         return SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.inner.force_flush(timeout_millis)
+        """False while delivery is failing: a flush that dropped spans did not succeed."""
+        return self.inner.force_flush(timeout_millis) and not self.counters.failing
 
     def shutdown(self) -> None:
         if self._shut_down:
@@ -298,7 +307,7 @@ class ReliableExporter(SpanExporter):
             logger.exception("tracebridge: %s: shutting the exporter down failed", self.counters.name)
         if self.counters.failing:
             logger.warning(
-                "tracebridge: %s: shut down while export was failing; %d spans dropped in all",
+                "tracebridge: %s: shut down while export was failing; %s dropped in all",
                 self.counters.name,
-                self.counters.dropped,
+                _spans(self.counters.dropped),
             )

@@ -198,3 +198,75 @@ register(
     _console,
     help="print each trace as a tree on stdout when its request finishes",
 )
+
+
+def _otlp(argument: str | None) -> SpanProcessor:
+    from .otlp import build_processor
+
+    return build_processor(argument)
+
+
+register(
+    "otlp",
+    _otlp,
+    argument="optional",
+    metavar="URL",
+    help=(
+        "send to an OTLP collector such as Jaeger: gRPC (default localhost:4317), "
+        "HTTP/protobuf for port 4318 or a /v1/traces path; OTEL_EXPORTER_OTLP_* honoured"
+    ),
+)
+
+
+def _file_processor(exporter: SpanExporter) -> SpanProcessor:
+    from ._delivery import CountingBatchSpanProcessor
+
+    return CountingBatchSpanProcessor(exporter, exporter.counters)  # type: ignore[attr-defined]
+
+
+def _jsonl(argument: str | None) -> SpanProcessor:
+    from .jsonl import JsonLinesExporter
+
+    assert argument is not None
+    return _file_processor(JsonLinesExporter(argument))
+
+
+register(
+    "jsonl",
+    _jsonl,
+    argument="required",
+    metavar="PATH",
+    help="append each batch of spans to PATH as one OTLP/JSON line (read back with `tracebridge show`)",
+)
+
+
+def _jaeger_json(argument: str | None) -> SpanProcessor:
+    from .jaeger_json import JaegerJsonExporter
+
+    assert argument is not None
+    return _file_processor(JaegerJsonExporter(argument))
+
+
+register(
+    "jaeger-json",
+    _jaeger_json,
+    argument="required",
+    metavar="PATH",
+    help="write PATH for the Jaeger UI's 'upload JSON' (rewritten atomically at each flush and at exit)",
+)
+
+
+def _perfetto(argument: str | None) -> SpanProcessor:
+    from .perfetto import PerfettoExporter
+
+    assert argument is not None
+    return _file_processor(PerfettoExporter(argument))
+
+
+register(
+    "perfetto",
+    _perfetto,
+    argument="required",
+    metavar="PATH",
+    help="write PATH as a Perfetto / chrome://tracing timeline: a track per thread, arrows per hop",
+)

@@ -252,12 +252,17 @@ def samples_all_roots() -> bool:
 
 
 def function_name(func: object) -> str:
-    """``module.QualName`` of a callable, seeing through partials and bound methods."""
+    """``module.QualName`` of a callable, seeing through partials, bound methods and ``functools.wraps``."""
     seen = 0
     while seen < 8:
         inner = getattr(func, "func", None)  # functools.partial and our own wrappers
         if inner is None or not callable(inner):
-            break
+            # A functools.wraps wrapper: what it wraps says what runs.  Django
+            # wraps each middleware instance in a closure whose qualname is
+            # "convert_exception_to_response.<locals>.inner".
+            inner = getattr(func, "__wrapped__", None)
+            if inner is None or not callable(inner):
+                break
         func = inner
         seen += 1
     qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)

@@ -4,8 +4,8 @@ Each subcommand is one ``_add_<name>(subparsers)`` function below that defines
 its arguments and sets ``handler``, a function from the parsed arguments to an
 exit status.  ``demo`` runs the built-in traced request, ``show`` renders a
 saved trace with ``exporters.console.render_trace``, ``convert`` turns one
-trace file format into another; ``run`` (trace a program) and ``top`` (the live
-dashboard) are meant to be added the same way.  Commands that do not exist yet
+trace file format into another, ``run`` traces any Python program; ``top`` (the
+live dashboard) is meant to be added the same way.  Commands that do not exist yet
 are not listed, so ``--help`` shows only what works.  A user error (a missing
 or foreign file) is one line on stderr and exit status 2.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -63,6 +64,10 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         ),
     )
     _add_export_option(parser)
+    from . import _cli_live  # the watchdog's flags and --deadlock (issue 5)
+
+    _cli_live.add_deadlock_options(parser)
+    _cli_live.add_detector_options(parser)
     parser.add_argument(
         "--server",
         action="store_true",
@@ -75,13 +80,55 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if getattr(args, "server", False):
-        from . import demo_server
+    from . import _cli_live
 
-        return demo_server.main(export=args.export)
-    from . import demo
+    if args.deadlock:
+        return _cli_live.run_deadlock_demo(args)
+    watchdog = _cli_live.start_detector(args)  # on by default: reports go to stderr
+    try:
+        if getattr(args, "server", False):
+            from . import demo_server
 
-    return demo.main(export=args.export)
+            return demo_server.main(export=args.export)
+        from . import demo
+
+        return demo.main(export=args.export)
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+
+
+def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a Python program with tracing on: tracebridge run [--export SPEC] -- python app.py",
+        description=(
+            "Run COMMAND (python app.py, python -m pkg, uvicorn app:app ...) with tracing configured "
+            "before its code runs, in it and in the Python processes it starts, and everything flushed "
+            "at exit (also on SIGTERM or an unhandled exception). service.name defaults to the "
+            "script's or module's name (OTEL_SERVICE_NAME wins)."
+        ),
+    )
+    _add_export_option(parser)
+    from . import _cli_live  # the watchdog's flags (issue 5)
+
+    _cli_live.add_detector_options(parser)
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the program to run")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ._run import exec_traced
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        return _fail("run", "no command given: write tracebridge run [--export SPEC ...] -- python app.py")
+    from . import _cli_live
+
+    os.environ.update(_cli_live.detector_environment(args))  # the traced program starts the watchdog
+    return exec_traced(command, args.export)
 
 
 def _add_show(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -197,8 +244,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_demo(subparsers)
+    _add_run(subparsers)
     _add_show(subparsers)
     _add_convert(subparsers)
+    from . import _cli_live
+
+    _cli_live.add_top(subparsers)
     return parser
 
 

@@ -109,6 +109,10 @@ def configure(
     _telemetry.set_tracer_provider(provider)
     if set_global:
         otel_trace.set_tracer_provider(provider)
+    # TRACEBRIDGE_DETECT / TRACEBRIDGE_STREAM: the watchdog and the live stream (issue 5).
+    from ._live_env import start_from_env
+
+    start_from_env()
     return provider
 
 

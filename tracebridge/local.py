@@ -175,6 +175,25 @@ def _build_local_access(payload: tuple[Any, ...]) -> tuple[str, _telemetry.Attri
     }
 
 
+def _record_access(
+    tracer: Any, local: object, key: str, operation: str, thread_critical: bool, found: bool, start_ns: int
+) -> None:
+    """Record one access to a Local tracebridge does not implement, as the same span ours make.
+
+    For :mod:`tracebridge.instrumentation`, which traces the real asgiref's
+    Locals: it times the access itself and calls this right after, on the
+    accessing thread, inside the accessing context (the current span is the
+    parent).  Never raises.
+    """
+    try:
+        _telemetry.deferred.record(
+            _build_local_access, tracer, _telemetry.current_span_context(), start_ns, time_ns(),
+            (id(local), key, operation, thread_critical, found, _current_thread()),
+        )
+    except Exception:
+        _telemetry.tracing_failed(_WHERE)
+
+
 def _missing(local: Local, key: str) -> AttributeError:
     return AttributeError(f"{local!r} object has no attribute {key!r}")
 
