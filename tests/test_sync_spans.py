@@ -366,3 +366,51 @@ def test_hop_with_non_sdk_tracer_records_a_live_span() -> None:
     assert hop.name == semconv.ASYNC_TO_SYNC
     assert hop.attributes[semconv.LOOP_ROUTE] == semconv.LOOP_ROUTE_NEW_LOOP
     assert semconv.RUN_TIME_MS in hop.attributes
+
+
+def _shape(spans: SpanRecorder) -> list[tuple[str, str | None, frozenset[str], StatusCode, tuple[str, ...]]]:
+    finished = spans.finished()
+    by_id = {s.context.span_id: s for s in finished}
+    rows = []
+    for span in finished:
+        parent = by_id.get(span.parent.span_id) if span.parent is not None else None
+        rows.append(
+            (
+                span.name,
+                parent.name if parent is not None else None,
+                frozenset(span.attributes or {}),
+                span.status.status_code,
+                tuple(event.name for event in span.events),
+            )
+        )
+    return sorted(rows, key=repr)
+
+
+def test_deferred_spans_same_whether_emitted_directly_or_through_start_span(
+    spans: SpanRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests that building deferred spans as ReadableSpans gives the same trace as start_span/end."""
+    user_tracer = spans.provider.get_tracer("user")
+
+    def fail() -> None:
+        raise ValueError("nope")
+
+    async def body() -> None:
+        await sync_to_async(sample_function)()
+        with pytest.raises(ValueError):
+            await sync_to_async(fail)()
+
+    shapes = []
+    for direct_off in (False, True):
+        monkeypatch.setattr(_telemetry, "_DIRECT_SPANS_OFF", direct_off)
+        spans.clear()
+        with user_tracer.start_as_current_span("request"):
+            async_to_sync(body)()
+        shapes.append(_shape(spans))
+    direct, through_sdk = shapes
+    assert direct == through_sdk
+    names = [row[0] for row in direct]
+    assert names.count(semconv.SYNC_TO_ASYNC) == 2 and names.count(semconv.HANDOFF) == 2
+    (failed,) = [row for row in direct if row[3] is StatusCode.ERROR]
+    assert failed[0] == semconv.SYNC_TO_ASYNC and failed[4] == (semconv.EXCEPTION_EVENT,)
+    assert semconv.ERROR_TYPE in failed[2]
