@@ -87,6 +87,8 @@ import tracebridge.sync
 import tracebridge.timeout
 from tracebridge import _telemetry, semconv
 
+from _common import CountingExporter  # bench/ is on sys.path: the scripts run from there
+
 # Both libraries warn on every timeout() construction; silence only that.
 warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*timeout is deprecated")
 
@@ -94,30 +96,6 @@ perf_ns = time.perf_counter_ns
 
 # ---------------------------------------------------------------------------
 # Span counting.
-
-
-class CountingExporter(SpanExporter):
-    """Discards spans, counting them by name (called from the BatchSpanProcessor's thread)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self._lock:
-            for span in spans:
-                self._counts[span.name] += 1
-        return SpanExportResult.SUCCESS
-
-    def snapshot(self) -> Counter[str]:
-        with self._lock:
-            return Counter(self._counts)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
 
 
 # ---------------------------------------------------------------------------

@@ -59,34 +59,12 @@ import tracebridge
 import tracebridge.wsgi
 from tracebridge import _telemetry, semconv
 
+from _common import CountingExporter  # bench/ is on sys.path: the scripts run from there
+
 perf_ns = time.perf_counter_ns
 
 TARGET_OFF = 1.05
 TARGET_ON = 1.10
-
-
-class CountingExporter(SpanExporter):
-    """Discards spans, counting them by name (called from the BatchSpanProcessor's thread)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self._lock:
-            for span in spans:
-                self._counts[span.name] += 1
-        return SpanExportResult.SUCCESS
-
-    def snapshot(self) -> Counter[str]:
-        with self._lock:
-            return Counter(self._counts)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
 
 
 # ---------------------------------------------------------------------------
