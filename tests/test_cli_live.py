@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tracebridge.exporters import specs
 
@@ -63,3 +64,42 @@ def test_demo_with_detector_on_reports_nothing_for_a_healthy_request() -> None:
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""
         assert "GET /users/7/dashboard" in result.stdout
+
+
+BLOCKING_APP = """
+import asyncio, time
+from tracebridge.sync import sync_to_async
+
+def warm_up():
+    pass
+
+async def main():
+    await sync_to_async(warm_up)()
+    time.sleep(1.5)  # blocks the event loop
+
+asyncio.run(main())
+"""
+
+
+def test_run_detector_on_by_default_reports_blocked_loop_and_no_detect_silences_it(tmp_path: Path) -> None:
+    """Tests that `tracebridge run` starts the watchdog in the program (report on stderr) unless --no-detect."""
+    app = tmp_path / "app.py"
+    app.write_text(BLOCKING_APP)
+    flagged = run_cli("run", "--export", f"jsonl={tmp_path / 'trace.jsonl'}", "--loop-threshold", "0.3", "--",
+                      sys.executable, str(app))
+    assert flagged.returncode == 0, flagged.stderr
+    assert flagged.stderr.startswith("tracebridge watchdog: BLOCKED LOOP: event loop 0x")
+    assert "in main: `time.sleep(1.5)`" in flagged.stderr
+    quiet = run_cli("run", "--export", f"jsonl={tmp_path / 'quiet.jsonl'}", "--no-detect", "--loop-threshold", "0.3",
+                    "--", sys.executable, str(app))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_top_without_token_says_how_to_get_one() -> None:
+    """Tests that `tracebridge top ADDRESS` with no token and no token file fails with what to pass."""
+    result = run_cli("top", "127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "tracebridge top: error: no token for 127.0.0.1:9: pass --token or --token-file "
+        "(the app printed both when it started streaming)\n"
+    )

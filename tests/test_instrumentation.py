@@ -701,6 +701,51 @@ def test_census_counts_hops_on_request_root_span(instrumented: AsgirefInstrument
     assert _hop.on_close is None
 
 
+def test_census_counts_tracebridge_own_hops_too() -> None:
+    """Tests that the census counts hops of tracebridge's own bridges, not only the instrumented asgiref's."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    census = HopCensus()
+    provider.add_span_processor(census)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracebridge.set_tracer_provider(provider)
+
+    async def request() -> None:
+        with provider.get_tracer("tests.census").start_as_current_span("GET /"):
+            await tracebridge.sync.sync_to_async(int, thread_sensitive=False)("1")
+
+    try:
+        asyncio.run(request())
+        (root,) = [span for span in exporter.get_finished_spans() if span.name == "GET /"]
+        assert root.attributes[semconv.CENSUS_BY_FUNCTION] == ("sync_to_async builtins.int: 1",)
+        assert root.attributes[semconv.CENSUS_BY_EXECUTOR] == ("loop_default: 1",)
+    finally:
+        census.disable()
+        tracebridge.set_tracer_provider(None)
+        provider.shutdown()
+
+
+def test_census_ignores_tracebridge_root_spans(instrumented: AsgirefInstrumentor) -> None:
+    """Tests that a hop with no request span around it (a root built after the fact) carries no census."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    census = HopCensus()
+    provider.add_span_processor(census)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracebridge.set_tracer_provider(provider)
+    try:
+        asyncio.run(asgiref.sync.sync_to_async(int)("1"))
+        tracebridge.flush()
+        (hop,) = [span for span in exporter.get_finished_spans() if span.name == semconv.SYNC_TO_ASYNC]
+        assert hop.parent is None
+        assert not any(key.startswith("tracebridge.census.") for key in (hop.attributes or {}))
+        assert "end" not in hop.__dict__
+    finally:
+        census.disable()
+        tracebridge.set_tracer_provider(None)
+        provider.shutdown()
+
+
 def test_census_root_without_hops_says_zero() -> None:
     """Tests that a root span whose request made no hop carries a census of zero."""
     exporter = InMemorySpanExporter()

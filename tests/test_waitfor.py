@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracebridge import semconv, waitfor
+from tracebridge import waitfor
 from tracebridge.flow import (
     BLOCKED_ASYNC_TO_SYNC,
     IDLE,
@@ -13,15 +13,13 @@ from tracebridge.flow import (
     RUNNING_SYNC,
     ExecutorInfo,
     FlowSnapshot,
-    HopInfo,
     LoopInfo,
     TaskInfo,
     ThreadInfo,
-    ThreadRef,
 )
 from tracebridge.waitfor import Edge, hop_node, task_node, thread_node
 
-from flow_samples import A2S, GLOBAL, LOOP, MAIN, S2A, SYNC, a2s, fields, global_sync_thread_deadlock, s2a
+from flow_samples import GLOBAL, LOOP, MAIN, SYNC, a2s, fields, global_sync_thread_deadlock, s2a
 
 
 def test_waitfor_global_sync_thread_deadlock_is_one_cycle_from_the_thread() -> None:

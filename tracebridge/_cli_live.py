@@ -165,7 +165,7 @@ def _deadlock_tui(args: argparse.Namespace) -> int:
                 return 1
             from .dashboards.app import run_top
 
-            return run_top(address=info["address"], token=info["token"], title=f"demo --deadlock ({args.scenario})")
+            return int(run_top(address=info["address"], token=info["token"], title=f"demo --deadlock ({args.scenario})"))
         finally:
             child.kill()
             child.wait(timeout=10)
@@ -199,8 +199,8 @@ def _top(args: argparse.Namespace) -> int:
         print(f"tracebridge top: error: {exc}; install it with: pip install 'tracebridge[tui]'", file=sys.stderr)
         return 2
     if args.address is None:
-        return run_top(demo=True, detect=not args.no_detect, stall_threshold=args.stall_threshold,
-                       loop_threshold=args.loop_threshold)
+        return int(run_top(demo=True, detect=not args.no_detect, stall_threshold=args.stall_threshold,
+                           loop_threshold=args.loop_threshold))
     token = args.token
     if token is None:
         info = stream.read_info(args.token_file) if args.token_file else stream.find_info(args.address)
@@ -212,4 +212,4 @@ def _top(args: argparse.Namespace) -> int:
             )
             return 2
         token = info["token"]
-    return run_top(address=args.address, token=token)
+    return int(run_top(address=args.address, token=token))

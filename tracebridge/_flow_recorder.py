@@ -54,6 +54,8 @@ _BUILT_COMPLETE = frozenset(
     {semconv.SYNC_TO_ASYNC, semconv.ASYNC_TO_SYNC, semconv.HANDOFF, semconv.LOCAL_ACCESS, semconv.TIMEOUT_EXPIRY}
 )
 
+_MAX_OPEN_SPANS = 10_000
+
 # Entry of the in-flight table: a list so hop_started can fill in the callee.
 EXECUTOR, CALLER_LOOP, CALLER_TASK, CALLEE_LOOP, CALLEE_TASK = range(5)
 
@@ -71,7 +73,7 @@ class FlowRecorder:
         # Hops hash by identity; written by the bridges' threads, copied whole
         # (dict.copy is atomic under the GIL) by readers.
         self.inflight: dict[Hop, list[Any]] = {}
-        # (seq, hop, close_ns, exception class or None) per closed hop.
+        # (seq, hop, close_ns, exception class or None, executor or None) per closed hop.
         self.finished: deque[tuple[Any, ...]] = deque(maxlen=feed_capacity)
         # (seq, operation, attribute, found, thread_critical, thread name, time_ns)
         self.locals: deque[tuple[Any, ...]] = deque(maxlen=side_capacity)
@@ -103,7 +105,7 @@ class FlowRecorder:
 
     def hop_started(self, hop: Hop) -> None:
         """Callee side: an async_to_sync coroutine now runs as the current task of this loop."""
-        if hop.name is not _A2S:
+        if hop.name is not _A2S:  # type: ignore[attr-defined]  # set in Hop.open
             return  # a sync_to_async callee: the hop already knows its thread
         try:
             loop = _get_running_loop()
@@ -118,10 +120,15 @@ class FlowRecorder:
     def hop_closed(self, hop: Hop, exc: BaseException | None, close_ns: int) -> None:
         """Caller side: the result is back; the hop leaves the table for the finished ring."""
         try:
-            self.inflight.pop(hop, None)
-            # Raw values only (the hop itself, the exception's class): names and
-            # durations are computed by whoever reads the ring, off this thread.
-            self.finished.append((next(self._hop_seq), hop, close_ns, type(exc) if exc is not None else None))
+            entry = self.inflight.pop(hop, None)
+            # Raw values only (the hop itself, the exception's class, the executor):
+            # names and durations are computed by whoever reads the ring, off this thread.
+            self.finished.append(
+                (
+                    next(self._hop_seq), hop, close_ns, type(exc) if exc is not None else None,
+                    entry[EXECUTOR] if entry is not None else None,
+                )
+            )
         except Exception:
             _telemetry.tracing_failed("flow model: hop closed")
 
@@ -148,8 +155,8 @@ class FlowRecorder:
         loop = _get_running_loop()
         if loop is not None:
             self._see_loop(loop)
-        context = span.get_span_context()
-        self.open_spans[context.span_id] = span
+        if len(self.open_spans) < _MAX_OPEN_SPANS:  # spans never ended must not grow it forever
+            self.open_spans[span.get_span_context().span_id] = span
 
     def span_ended(self, span: ReadableSpan) -> None:
         context = span.get_span_context()

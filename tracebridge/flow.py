@@ -414,6 +414,12 @@ class FlowModel:
 
     def __init__(self, recorder: FlowRecorder) -> None:
         self.recorder = recorder
+        # Executors that ran hops lately (key -> (weak ref, last seen ns, route)),
+        # so the executors panel does not blink empty between hops.  Guarded
+        # by _lock (the model's own: no application thread ever takes it).
+        self._lock = threading.Lock()
+        self._seen_executors: dict[int, tuple[weakref.ref[Any], int, str]] = {}
+        self._seen_cursor = 0
         # Written by the watchdog: loop key -> (lag_ms, blocked).
         self.loop_health: dict[int, tuple[float, bool]] = {}
         # Written by the watchdog: the reports to show (id -> ReportInfo).
@@ -454,10 +460,11 @@ class FlowModel:
         inflight = _copy_dict(recorder.inflight)
 
         threads_by_ident = {thread.ident: thread for thread in threading.enumerate() if thread.ident is not None}
-        live.threads = threads_by_ident  # type: ignore[assignment]
+        live.threads = threads_by_ident
 
-        # Executors: every one a hop in flight names, read once.
-        executors: dict[int, Any] = {}
+        # Executors: every one a hop in flight names, and those that ran one lately.
+        records = _copy_seq(recorder.finished)
+        executors, seen_routes = self._recent_executors(records, now)
         for hop, entry in inflight.items():
             executor = entry[EXECUTOR]
             if executor is not None:
@@ -553,7 +560,8 @@ class FlowModel:
 
         # Executors, described.
         executor_infos = [
-            _describe_executor(key, executor, hops, cte_work.get(key), threads_by_ident) for key, executor in executors.items()
+            _describe_executor(key, executor, hops, cte_work.get(key), seen_routes.get(key, ""))
+            for key, executor in executors.items()
         ]
 
         # Threads, with their hop chains.
@@ -571,7 +579,7 @@ class FlowModel:
         ]
 
         # Rings.
-        finished, finished_seq, skipped = _read_finished(recorder.finished, since, limit)
+        finished, finished_seq, skipped = _read_finished(records, since, limit)
         locals_, timeouts, side_seq = _read_side(recorder.locals, recorder.timeouts, side_since, limit)
 
         stacks: dict[int, tuple[str, ...]] = {}
@@ -602,6 +610,35 @@ class FlowModel:
             stacks=stacks,
         )
         return snapshot, live
+
+
+    _SEEN_FOR_NS = 30_000_000_000  # an executor idle this long leaves the panel
+
+    def _recent_executors(self, records: list[Any], now: int) -> tuple[dict[int, Any], dict[int, str]]:
+        """Executors that ran a hop in the last 30 s and still exist (a finished CTE frame's do not)."""
+        with self._lock:
+            seen = self._seen_executors
+            for record in records:
+                if record[0] <= self._seen_cursor:
+                    continue
+                executor = record[4]
+                if executor is not None and not isinstance(executor, CurrentThreadExecutor):
+                    try:
+                        seen[id(executor)] = (weakref.ref(executor), record[2], str(record[1].attributes.get(semconv.EXECUTOR_KIND) or ""))
+                    except TypeError:  # not weakly referenceable: shown only while in use
+                        pass
+            if records:
+                self._seen_cursor = max(self._seen_cursor, records[-1][0])
+            alive: dict[int, Any] = {}
+            routes: dict[int, str] = {}
+            for key, (ref, last, route) in list(seen.items()):
+                executor = ref()
+                if executor is None or now - last > self._SEEN_FOR_NS or getattr(executor, "_shutdown", False):
+                    del seen[key]
+                    continue
+                alive[key] = executor
+                routes[key] = route
+            return alive, routes
 
 
 def _loop_key(loop: Any) -> int | None:
@@ -663,7 +700,7 @@ def _describe_executor(
     executor: Any,
     hops: list[HopInfo],
     cte_work: tuple[tuple[WorkInfo, ...], tuple[WorkInfo, ...]] | None,
-    threads_by_ident: dict[int, threading.Thread],
+    seen_route: str = "",
 ) -> ExecutorInfo:
     mine = [hop for hop in hops if hop.is_sync_to_async and hop.executor == key]
     if isinstance(executor, CurrentThreadExecutor):
@@ -705,7 +742,7 @@ def _describe_executor(
         max_workers = executor._max_workers
         kind = KIND_SINGLE_THREAD if max_workers == 1 else KIND_POOL
         # Which rule chose it says what it is (the hop's executor kind).
-        routes = {hop.route for hop in mine}
+        routes = {hop.route for hop in mine} | {seen_route}
         from .sync import SyncToAsync  # late: sync imports nothing of ours back
 
         if executor is SyncToAsync.single_thread_executor:
@@ -856,7 +893,7 @@ def _read_finished(ring: Any, since: int, limit: int) -> tuple[tuple[FinishedHop
         skipped += len(fresh) - limit
         fresh = fresh[-limit:]
     hops = []
-    for seq, hop, close, error in fresh:
+    for seq, hop, close, error, _executor in fresh:
         submit, start, end = hop.submit_ns, hop.start_ns, hop.end_ns
         thread = hop.thread
         attributes = hop.attributes

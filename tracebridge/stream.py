@@ -75,6 +75,7 @@ ENV_INFO = "TRACEBRIDGE_STREAM_INFO"
 _HANDSHAKE_TIMEOUT_S = 5.0
 _MAX_BUFFER = 4 << 20  # bytes queued to one client before frames are dropped
 _MAX_LINE = 64 << 10  # longest client line accepted
+_SOCKET_BUFFER = 256 << 10  # kernel send buffer per client
 _FEED_LIMIT = 500  # finished hops per frame at most (the rest are counted as skipped)
 
 
@@ -178,6 +179,7 @@ class FlowStreamServer:
         token: str | None = None,
         interval: float = 0.25,
         max_buffer: int = _MAX_BUFFER,
+        handshake_timeout: float = _HANDSHAKE_TIMEOUT_S,
     ) -> None:
         host, port = parse_address(address)
         if not _loopback(host):
@@ -189,6 +191,7 @@ class FlowStreamServer:
         self.token = token or secrets.token_urlsafe(24)
         self.interval = interval
         self.max_buffer = max_buffer
+        self.handshake_timeout = handshake_timeout
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -237,7 +240,7 @@ class FlowStreamServer:
                     if sock is self._listener:
                         self._accept()
                         continue
-                    client = self._clients.get(sock)  # type: ignore[arg-type]
+                    client = self._clients.get(sock)  # type: ignore[call-overload]
                     if client is None:
                         continue
                     if events & selectors.EVENT_READ:
@@ -246,7 +249,7 @@ class FlowStreamServer:
                         self._write(client)
                 now = time.monotonic()
                 for client in list(self._clients.values()):
-                    if not client.authed and now - client.opened > _HANDSHAKE_TIMEOUT_S:
+                    if not client.authed and now - client.opened > self.handshake_timeout:
                         self._drop(client)
                 if now >= next_frame:
                     next_frame = now + self.interval
@@ -267,6 +270,10 @@ class FlowStreamServer:
         except OSError:
             return
         sock.setblocking(False)
+        # Bounded in the kernel too: a reader that stalls fills this, then our
+        # own max_buffer, and frames start being dropped (and counted).
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
         client = _Client(sock)
         self._clients[sock] = client
         self._selector.register(sock, selectors.EVENT_READ)
@@ -392,9 +399,9 @@ def serve(
         if watchdog.current() is None:
             watchdog.watch(on_report=_print_report, log=False)
     with _server_lock:
+        server = FlowStreamServer(model, address, token=token, interval=interval)  # may raise: keep the old one
         if _server is not None:
             _server.close()
-        server = FlowStreamServer(model, address, token=token, interval=interval)
         path = Path(info_file) if info_file is not None else info_path(server.port)
         _write_private(path, {"address": server.address, "token": server.token, "pid": os.getpid()})
         server.info_file = path
@@ -505,6 +512,8 @@ class FlowStreamClient:
             self._closed = True
             if self.error is None:
                 self.error = "the app closed the stream"
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

@@ -222,7 +222,7 @@ def build(snapshot: FlowSnapshot) -> WaitForGraph:
             if hop.state == RUNNING and hop.thread is not None:
                 graph.add(node, thread_node(hop.thread.ident), RUNS_ON)
             elif hop.state == QUEUED:
-                executor = executors.get(hop.executor)
+                executor = executors.get(hop.executor) if hop.executor is not None else None
                 if executor is None or executor.kind not in (KIND_CURRENT_THREAD, KIND_SINGLE_THREAD):
                     continue  # a multi-worker pool: no single thread to wait on (stalls catch it)
                 if not executor.threads:

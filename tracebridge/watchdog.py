@@ -71,6 +71,7 @@ DEFAULT_INTERVAL_S = 0.25
 DEFAULT_STALL_THRESHOLD_S = 5.0
 DEFAULT_LOOP_THRESHOLD_S = 1.0
 DEFAULT_CONFIRM_S = 0.5
+_TRACING_CHECK_SCANS = 8  # warn once, after a couple of seconds, if tracing never came on
 
 ReportCallback = Callable[["Report"], None]
 
@@ -240,6 +241,7 @@ class Watchdog:
         describer = _Describer(snapshot, live, now)
         seen: set[tuple[Any, ...]] = set()
         new: list[Report] = []
+        key: tuple[Any, ...]
 
         # 1. Deadlocks: cycles that persist for `confirm` seconds.
         in_cycle: set[str] = set()
@@ -301,6 +303,11 @@ class Watchdog:
                 del self.model.reports[report_id]
 
         self.scans += 1
+        if self.scans == _TRACING_CHECK_SCANS and _telemetry.get_tracer() is None:
+            logger.warning(
+                "tracebridge watchdog: tracing is off, so it sees no bridge calls; "
+                "call tracebridge.configure() (or install a TracerProvider)"
+            )
         for report in new:
             self._deliver(report, live, snapshot)
         return new

@@ -60,7 +60,9 @@ SUPPORTED = "asgiref >= 3.0, < 4"
 _MODULES = ("asgiref.sync", "asgiref.local", "asgiref.current_thread_executor", "asgiref.timeout")
 
 try:  # the optional `instrument` extra
-    from opentelemetry.instrumentation.instrumentor import BaseInstrumentor as _Base
+    from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined,unused-ignore]
+        BaseInstrumentor as _Base,
+    )
 except ImportError:  # pragma: no cover - exercised in a subprocess test
 
     class _Base:  # type: ignore[no-redef]

@@ -58,7 +58,7 @@ from .._hop import Hop
 from ..local import _record_access
 from ..timeout import _record_expiry_span
 
-__all__ = ["Patch", "PatchPoint", "install", "patch_points"]
+__all__ = ["Patch", "PatchPoint", "install", "patch_points", "uninstall"]
 
 _get_tracer = _telemetry.get_tracer
 _current_thread = threading.current_thread
@@ -101,6 +101,14 @@ class _Serving(threading.local):
 
 
 _serving = _Serving()
+
+
+def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    # Same task or thread, same context: cannot fail; if it ever did, user code must not see it.
+    try:
+        var.reset(token)
+    except Exception:
+        _telemetry.tracing_failed("resetting the published hop")
 
 
 # ---------------------------------------------------------------------------
@@ -168,7 +176,7 @@ def _sync_to_async_call(s2a_cls: Any, a2s_cls: Any) -> Callable[..., Coroutine[A
             error = exc
             raise
         finally:
-            _S2A_HOP.reset(token)
+            _reset(_S2A_HOP, token)
             if given is not None:
                 _unpublish_in_given_context(instance, given)
             if hop.handoff_kind is not None and not hop.executor_id:
@@ -193,7 +201,11 @@ def _open_sync_to_async(s2a_cls: Any, a2s_cls: Any, tracer: Tracer, instance: An
         }
         if executor is not None or kind == semconv.EXECUTOR_LOOP_DEFAULT:
             attributes[semconv.EXECUTOR_ID] = id(executor if executor is not None else loop)
-        hop = Hop.open(tracer, semconv.SYNC_TO_ASYNC, semconv.DIRECTION_SYNC_TO_ASYNC, instance.func, attributes)
+        # executor: for the live flow model, whose queue the call waits in
+        # (None: the loop's default, or a ThreadSensitiveContext's not made yet).
+        hop = Hop.open(
+            tracer, semconv.SYNC_TO_ASYNC, semconv.DIRECTION_SYNC_TO_ASYNC, instance.func, attributes, executor=executor
+        )
         if hop is not None and kind in _POOL_KINDS:
             # The pool cannot record its own handoff; the hop does, as ours do.
             hop.handoff_kind = semconv.HANDOFF_EXECUTOR_THREAD_POOL
@@ -275,7 +287,7 @@ def _async_to_sync_call(s2a_cls: Any, a2s_cls: Any) -> Callable[..., Any]:
             error = exc
             raise
         finally:
-            _A2S_CALL.reset(token)
+            _reset(_A2S_CALL, token)
             call.hop.close(error)
             del error
 
@@ -480,9 +492,13 @@ def _traced_local_methods(cls: type, thread_critical: bool) -> dict[str, Callabl
         _record_access(tracer, self, key, semconv.LOCAL_OP_DELETE, thread_critical, True, start_ns)
         return None
 
-    methods = {"__getattr__": __getattr__, "__setattr__": __setattr__, "__delattr__": __delattr__}
+    methods: dict[str, Callable[..., Any]] = {
+        "__getattr__": __getattr__,
+        "__setattr__": __setattr__,
+        "__delattr__": __delattr__,
+    }
     for name, method in methods.items():
-        functools.update_wrapper(method, cls.__dict__[name])
+        functools.update_wrapper(method, cls.__dict__[name])  # __wrapped__ points at asgiref's
     return methods
 
 
@@ -512,10 +528,11 @@ def _timeout_cancel(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     __traceback_hide__ = True  # noqa: F841
     task = getattr(instance, "_task", None)
     result = wrapped(*args, **kwargs)
-    trace = _timeouts.pop(instance, None) if task is not None else None
-    if trace is not None and getattr(instance, "_cancelled", False):
-        tracer, parent, entered_ns = trace
-        _record_expiry_span(tracer, parent, entered_ns, instance._timeout, task)
+    if task is not None and getattr(instance, "_cancelled", False):
+        trace = _timeouts.pop(instance, None)
+        if trace is not None:
+            tracer, parent, entered_ns = trace
+            _record_expiry_span(tracer, parent, entered_ns, instance._timeout, task)
     return result
 
 
@@ -601,7 +618,8 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
 
     def wrap(owner: type, name: str, wrapper: Callable[..., Any], *, gated: bool = True) -> None:
         original = _own(owner, name)
-        replacement = wrapt.FunctionWrapper(original, wrapper, enabled=_get_tracer if gated else None)
+        enabled: Any = _get_tracer if gated else None  # truthy: a Tracer; falsy: None (tracing off)
+        replacement = wrapt.FunctionWrapper(original, wrapper, enabled=enabled)
         setattr(owner, name, replacement)
         patches.append(Patch(owner, name, original, replacement))
 

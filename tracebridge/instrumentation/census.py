@@ -16,8 +16,11 @@ How: ``on_start`` registers a tally for each root span's trace id; every hop
 tuple to its trace's tally when it closes, on the caller's thread (a list
 append: atomic, no lock); the root span's ``end`` is wrapped so the tally is
 summarised onto it *before* it ends (the SDK makes ended spans read-only, and
-its ``_on_ending`` hook runs too late to add attributes).  Hops still running
-when their root span ends (orphaned work) are not counted.
+its ``_on_ending`` hook runs too late to add attributes).  Hops that close
+after their root span ended (orphaned work, or Django closing the response
+after OpenTelemetry's ASGI middleware ended the request span) are not counted.
+Root spans tracebridge makes itself (a hop or WSGI call with no request span
+around it) get no census: they are built after the fact, off the hot path.
 """
 
 from __future__ import annotations
@@ -34,64 +37,51 @@ from .. import _hop, _telemetry, semconv
 
 __all__ = ["HopCensus"]
 
-# trace id -> (root span id, tally).  A tally is a list of
-# (direction, function, executor kind or loop route, thread, queue wait ns).
-_roots: dict[int, tuple[int, list[tuple[str, str, str, threading.Thread | None, int]]]] = {}
+# trace id -> (root span id, tally).  A tally is the list of the trace's
+# closed hops: raw objects, summarised only when the root ends.
+_roots: dict[int, tuple[int, list[_hop.Hop]]] = {}
 
 # Roots open at once beyond which new ones are not counted (a root span that
 # is never ended must not grow this forever).
 _MAX_OPEN_ROOTS = 100_000
 
-# Root spans that are tracebridge's own: hops and leaf spans without a local
-# parent are built after the fact by the drain thread, too late to count.
-_OWN_SPANS = frozenset(
-    {
-        semconv.SYNC_TO_ASYNC,
-        semconv.ASYNC_TO_SYNC,
-        semconv.HANDOFF,
-        semconv.LOCAL_ACCESS,
-        semconv.TIMEOUT_EXPIRY,
-    }
-)
 
 _active: set[HopCensus] = set()
 _active_lock = threading.Lock()
 
 
 def _count_hop(hop: _hop.Hop) -> None:
-    # _hop.on_close: the caller's thread, as the hop closes.
+    # _hop.on_close: the caller's thread, as the hop closes.  One dict lookup
+    # and, for a counted trace, one list append (atomic: no lock).
     try:
         entry = _roots.get(hop.span.get_span_context().trace_id)
-        if entry is None:
-            return
-        attributes = hop.attributes
-        route = attributes.get(semconv.EXECUTOR_KIND) or attributes.get(semconv.LOOP_ROUTE) or "unknown"
-        wait_ns = hop.start_ns - hop.submit_ns if hop.thread is not None else 0
-        entry[1].append((hop.name, hop.function, route, hop.thread, wait_ns))
+        if entry is not None:
+            entry[1].append(hop)
     except Exception:
         _telemetry.tracing_failed("hop census")
 
 
-def _summary(tally: list[tuple[str, str, str, threading.Thread | None, int]]) -> dict[str, Any]:
-    s2a = sum(1 for name, *_ in tally if name == semconv.SYNC_TO_ASYNC)
+def _summary(tally: list[_hop.Hop]) -> dict[str, Any]:
+    # Whichever thread ends the root span, once per request.
+    s2a = sum(1 for hop in tally if hop.direction == semconv.DIRECTION_SYNC_TO_ASYNC)
+    started = [hop for hop in tally if hop.thread is not None]
     attributes: dict[str, Any] = {
         semconv.CENSUS_HOPS: len(tally),
         semconv.CENSUS_SYNC_TO_ASYNC: s2a,
         semconv.CENSUS_ASYNC_TO_SYNC: len(tally) - s2a,
-        semconv.CENSUS_QUEUE_WAIT_MS: sum(wait for *_, wait in tally) / 1e6,
+        semconv.CENSUS_QUEUE_WAIT_MS: sum(hop.start_ns - hop.submit_ns for hop in started) / 1e6,
     }
     if tally:
-        functions = Counter(
-            f"{semconv.DIRECTION_SYNC_TO_ASYNC if name == semconv.SYNC_TO_ASYNC else semconv.DIRECTION_ASYNC_TO_SYNC} "
-            f"{function}"
-            for name, function, *_ in tally
-        )
-        attributes[semconv.CENSUS_BY_FUNCTION] = _most_first(functions)
-        attributes[semconv.CENSUS_BY_EXECUTOR] = _most_first(Counter(route for _, _, route, _, _ in tally))
-        threads = {thread for _, _, _, thread, _ in tally if thread is not None}
-        if threads:
-            attributes[semconv.CENSUS_THREADS] = sorted({thread.name for thread in threads})
+        attributes[semconv.CENSUS_BY_FUNCTION] = _most_first(Counter(f"{hop.direction} {hop.function}" for hop in tally))
+        attributes[semconv.CENSUS_BY_EXECUTOR] = _most_first(Counter(_route(hop) for hop in tally))
+        if started:
+            attributes[semconv.CENSUS_THREADS] = sorted({hop.thread.name for hop in started})  # type: ignore[union-attr]
     return attributes
+
+
+def _route(hop: _hop.Hop) -> str:
+    attributes = hop.attributes
+    return str(attributes.get(semconv.EXECUTOR_KIND) or attributes.get(semconv.LOOP_ROUTE) or "unknown")
 
 
 def _most_first(counts: Counter[str]) -> list[str]:
@@ -152,7 +142,10 @@ class HopCensus(SpanProcessor):
             parent = span.parent
             if parent is not None and not parent.is_remote:
                 return
-            if span.name in _OWN_SPANS or len(_roots) >= _MAX_OPEN_ROOTS:
+            # tracebridge's own root spans (a hop or WSGI call with no request
+            # around it) are built after the fact, when the hops are long counted.
+            scope = span.instrumentation_scope
+            if (scope is not None and scope.name == semconv.INSTRUMENTATION_NAME) or len(_roots) >= _MAX_OPEN_ROOTS:
                 return
             context = span.get_span_context()
             trace_id = context.trace_id
