@@ -81,6 +81,20 @@ def test_run_python_module_and_child_processes_are_traced(app: Path, tmp_path: P
     assert roots(tmp_path / "trace.jsonl") == ["tracebridge.async_to_sync"] * 2  # parent and child
 
 
+def test_run_traces_a_program_that_uses_the_real_asgiref(tmp_path: Path) -> None:
+    """Tests that `run` instruments the installed asgiref, so unchanged asgiref code is traced."""
+    script = tmp_path / "legacy_app.py"
+    script.write_text(APP.replace("from tracebridge.sync import", "from asgiref.sync import"))
+    status, out, err = finish(traced(tmp_path, sys.executable, str(script)))
+    assert (status, out, err) == (0, "", "")
+    spans = read_trace_file(tmp_path / "trace.jsonl")
+    assert sorted(span.name for span in spans) == [
+        "tracebridge.async_to_sync", "tracebridge.handoff", "tracebridge.sync_to_async"
+    ]
+    (hop,) = [span for span in spans if span.name == "tracebridge.sync_to_async"]
+    assert hop.attributes["code.function.name"] == "builtins.len"
+
+
 def test_run_unhandled_exception_still_flushes(app: Path, tmp_path: Path) -> None:
     """Tests that a program dying of an exception exits 1 with its traceback, its spans written."""
     status, _, err = finish(traced(tmp_path, sys.executable, str(app), "raise"))

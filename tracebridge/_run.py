@@ -113,11 +113,32 @@ def bootstrap() -> None:
     except Exception as exc:
         print(f"tracebridge run: tracing off: {exc}", file=sys.stderr)
         return
+    _instrument_installed_asgiref()
     # Registered after the provider's own at-exit shutdown, so it runs first
     # (atexit is last-in, first-out): build the deferred spans, then export.
     atexit.register(_flush_at_exit, provider)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _instrument_installed_asgiref() -> None:
+    """Trace the real asgiref too, so an unchanged Django/Channels app is traced.
+
+    Before the program's code runs (this is sitecustomize time), so even
+    functions it decorates with asgiref's sync_to_async at import are traced.
+    Skipped quietly when asgiref is not installed; a failure is one line on
+    stderr and the program runs with tracebridge's own spans only.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("asgiref") is None:
+        return
+    try:
+        from .instrumentation import AsgirefInstrumentor
+
+        AsgirefInstrumentor().instrument()
+    except Exception as exc:
+        print(f"tracebridge run: asgiref not instrumented: {exc}", file=sys.stderr)
 
 
 def _flush_at_exit(provider: object) -> None:
