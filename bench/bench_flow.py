@@ -2,8 +2,8 @@
 
 Run it from the repository root::
 
-    /work/venv/bin/python bench/bench_flow.py            # ~1 minute
-    /work/venv/bin/python bench/bench_flow.py --quick    # ~15 seconds
+    /work/venv/bin/python bench/bench_flow.py            # ~3.5 minutes
+    /work/venv/bin/python bench/bench_flow.py --quick    # ~1 minute
 
 Two variants, same process, same provider (an SDK ``TracerProvider`` with a
 ``BatchSpanProcessor`` and an exporter that discards everything):
@@ -11,10 +11,17 @@ Two variants, same process, same provider (an SDK ``TracerProvider`` with a
 * ``traced``: tracing only (``_telemetry.flow`` is None; no watchdog, no stream);
 * ``model``: the flow model on (the bridges feed it), no background thread;
 * ``live``: the flow model on, the watchdog scanning (default interval), the
-  flow stream serving a client that reads every frame (what ``tracebridge
-  top ADDRESS`` does).  The background threads are started before and stopped
-  after each ``live`` batch, outside the timed region, so ``traced`` batches
-  run without them.
+  flow stream serving a client that reads every frame, in another process
+  (what ``tracebridge top ADDRESS`` does: decoding frames is the viewer's
+  cost, not the app's).  The background threads are started before and
+  stopped after each ``live`` batch, outside the timed region, so ``traced``
+  batches run without them.  Both work per interval (0.25 s), not per hop, and
+  their first round comes one interval after they start, so a ``live`` batch
+  starts timing only once the reader has received a frame and the watchdog
+  has scanned, and every batch lasts several intervals (``--region-ms`` of
+  CPU, default 0.75 s, about 1.5 s of wall time): otherwise the timed region would hold no frame and no scan
+  at all (an earlier version timed 80 ms batches and measured neither).  The
+  frames and scans that fell inside the timed regions are printed.
 
 Each repetition times the variants back to back (order rotating), and the
 table shows per operation (CPU time of the whole process per op: the
@@ -32,7 +39,9 @@ import argparse
 import asyncio
 import gc
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -107,32 +116,142 @@ OPS: dict[str, Callable[[int, asyncio.AbstractEventLoop], None]] = {
 }
 
 
+# The viewer, in a child process like `tracebridge top ADDRESS`.  Reads commands on stdin:
+# "connect ADDRESS TOKEN" (answers "streaming FRAMES" once the first frame arrived) and
+# "count" (answers "FRAMES DROPPED" for the current connection).
+READER = """
+import sys, time
+from tracebridge import stream
+client = None
+for line in sys.stdin:
+    command, *args = line.split()
+    if command == "connect":
+        if client is not None:
+            client.close()
+        client = stream.FlowStreamClient(args[0], args[1])
+        deadline = time.monotonic() + 10
+        while client.frames == 0 and client.alive and time.monotonic() < deadline:
+            time.sleep(0.002)
+        print("streaming", client.frames, flush=True)
+    elif command == "count":
+        print(client.frames if client else 0, client.dropped if client else 0, flush=True)
+"""
+
+
+class Reader:
+    """The child process reading the stream."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", READER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+
+    def ask(self, command: str) -> list[str]:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the stream reader process exited (status {self.process.wait(5)})")
+        return answer.split()
+
+    def close(self) -> None:
+        assert self.process.stdin
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
 class Live:
     """The flow model, watchdog and stream with a reading client: on for a batch, off after."""
 
-    def __init__(self) -> None:
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
         self.dog: watchdog.Watchdog | None = None
         self.server: stream.FlowStreamServer | None = None
-        self.client: stream.FlowStreamClient | None = None
-        self.frames = 0
+        # Totals over the timed regions of all live batches.
+        self.batches = 0
+        self.seconds = 0.0
+        self.frames_sent = 0
+        self.frames_read = 0
+        self.frames_dropped = 0
+        self.scans = 0
+        self.ops = 0
+        self.stream_cpu_ns = 0
+        self.watchdog_cpu_ns = 0
+        self._mark: tuple[float, int, int, int, int] = (0.0, 0, 0, 0, 0)
+
+    def _thread_cpu_ns(self) -> tuple[int, int]:
+        """CPU time so far of the stream thread and the watchdog thread (exact, whatever else the machine runs)."""
+        assert self.dog and self.server
+        return _cpu_ns(self.server._thread), _cpu_ns(self.dog._thread)
 
     def on(self) -> None:
+        """Start everything and wait until both background threads are in their steady rhythm."""
         model = flow.enable()
         self.dog = watchdog.Watchdog(model, log=False).start()
         self.server = stream.FlowStreamServer(model).start()
-        self.client = stream.FlowStreamClient(self.server.address, self.server.token)
-        self.client.connected.wait(10)
+        streaming = self.reader.ask(f"connect {self.server.address} {self.server.token}")
+        if streaming[0] != "streaming" or int(streaming[1]) < 1:
+            raise RuntimeError(f"the stream reader got no frame: {streaming}")
+        deadline = time.monotonic() + 5
+        while self.dog.scans < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def start_region(self) -> None:
+        assert self.dog and self.server
+        self._mark = (time.monotonic(), self.server.frames_sent, self.dog.scans, *self._thread_cpu_ns())
+
+    def end_region(self, ops: int) -> None:
+        assert self.dog and self.server
+        stream_cpu, watchdog_cpu = self._thread_cpu_ns()
+        started, frames, scans, stream_cpu0, watchdog_cpu0 = self._mark
+        self.batches += 1
+        self.ops += ops
+        self.seconds += time.monotonic() - started
+        self.frames_sent += self.server.frames_sent - frames
+        self.scans += self.dog.scans - scans
+        self.stream_cpu_ns += stream_cpu - stream_cpu0
+        self.watchdog_cpu_ns += watchdog_cpu - watchdog_cpu0
+
+    def summary(self) -> str:
+        seconds = max(self.seconds, 1e-9)
+        ops = max(self.ops, 1)
+        return "\n".join([
+            f"in the {self.batches} timed live batches ({self.seconds:.1f} s, {self.ops:,} ops): "
+            f"{self.frames_sent} stream frames sent ({self.frames_sent / seconds:.1f}/s), "
+            f"{self.scans} watchdog scans ({self.scans / seconds:.1f}/s); the reader process read "
+            f"{self.frames_read} frames in all live batches, {self.frames_dropped} dropped",
+            f"their threads' own CPU: stream {self.stream_cpu_ns / 1e6:,.0f} ms "
+            f"({self.stream_cpu_ns / max(self.frames_sent, 1) / 1e3:,.0f} us per frame, "
+            f"{self.stream_cpu_ns / ops:,.0f} ns per op), watchdog {self.watchdog_cpu_ns / 1e6:,.0f} ms "
+            f"({self.watchdog_cpu_ns / max(self.scans, 1) / 1e3:,.0f} us per scan, {self.watchdog_cpu_ns / ops:,.0f} ns per op)",
+        ])
 
     def off(self) -> None:
-        assert self.dog and self.server and self.client
-        self.frames += self.client.frames
-        self.client.close()
+        assert self.dog and self.server
+        read, dropped = (int(value) for value in self.reader.ask("count"))
+        self.frames_read += read
+        self.frames_dropped += dropped
         self.server.close()
         self.dog.stop()
         flow.disable()
 
 
-def timed(op: Callable[[int, asyncio.AbstractEventLoop], None], n: int, loop: asyncio.AbstractEventLoop) -> float:
+def _cpu_ns(thread: threading.Thread | None) -> int:
+    if thread is None or thread.ident is None or not thread.is_alive():
+        return 0
+    try:
+        return time.clock_gettime_ns(time.pthread_getcpuclockid(thread.ident))
+    except (AttributeError, OSError):  # not Linux/BSD: the totals above still count
+        return 0
+
+
+def timed(
+    op: Callable[[int, asyncio.AbstractEventLoop], None],
+    n: int,
+    loop: asyncio.AbstractEventLoop,
+    live: Live | None = None,
+) -> float:
     """CPU nanoseconds per op, all threads of the process (the background threads' work counts too).
 
     CPU time, not wall time: a thread hop's wall time is mostly the scheduler's
@@ -141,9 +260,14 @@ def timed(op: Callable[[int, asyncio.AbstractEventLoop], None], n: int, loop: as
     gc.collect()
     gc.disable()
     try:
+        if live is not None:
+            live.start_region()
         start = time.process_time_ns()
         op(n, loop)
-        return (time.process_time_ns() - start) / n
+        elapsed = time.process_time_ns() - start
+        if live is not None:
+            live.end_region(n)
+        return elapsed / n
     finally:
         gc.enable()
         tracebridge.flush()
@@ -172,16 +296,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--region-ms", type=float, default=None, help="traced time per timed batch")
+    parser.add_argument("--region-ms", type=float, default=None, help="CPU time of the traced variant per timed batch")
     args = parser.parse_args(argv)
-    reps = args.reps or (8 if args.quick else 30)
-    region_ms = args.region_ms or (40.0 if args.quick else 80.0)
+    reps = args.reps or (4 if args.quick else 8)
+    # Several stream/watchdog intervals (0.25 s) per batch, so each holds their per-interval work.
+    region_ms = args.region_ms or (500.0 if args.quick else 750.0)
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 16))
     tracebridge.set_tracer_provider(provider)
     loop = asyncio.new_event_loop()
-    live = Live()
+    live = Live(Reader())
     live.on()  # attach the flow model's span processor once, like an app that turns it on
     live.off()
 
@@ -201,10 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result: dict[str, float] = {}
             for variant in order:
                 if variant == "live":
-                    live.on()
-                    time.sleep(0.05)  # let its threads settle: their start-up is not per-hop cost
+                    live.on()  # returns once a frame was read and a scan done: start-up is not per-hop cost
                     try:
-                        result[variant] = timed(op, n, loop)
+                        result[variant] = timed(op, n, loop, live)
                     finally:
                         live.off()
                 elif variant == "model":
@@ -232,10 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{name:10} {statistics.median(base_ns[name]):16,.0f} {statistics.median(ratios[name]['model']):13.3f} "
             f"{median:12.3f} [{quartiles[0]:.3f}-{quartiles[2]:.3f}]  {'PASS' if ok else 'FAIL'}"
         )
-    print(f"\n{reps} repetitions; stream frames read by the client during live batches: {live.frames}")
+    print(f"\n{reps} repetitions of {region_ms:g} ms CPU per batch; {live.summary()}")
     print(f"the flow recorder's hooks alone: {hook_cost_ns():,.0f} CPU ns per hop (open + start + close)")
+    live.reader.close()
     loop.close()
     provider.shutdown()
+    if live.frames_sent == 0 or live.scans == 0:
+        print("the live batches held no stream frame or no watchdog scan: the live numbers do not measure them")
+        return 1
     return 1 if failed else 0
 
 

@@ -7,7 +7,10 @@ Two pieces, usable apart:
   says what the span did in tracebridge's terms: which function hopped from which
   thread to which, through which executor, how long it queued and ran, which
   ``Local`` attribute was read and whether it was there, which ``timeout`` fired,
-  and what raised.
+  and what raised.  A span the watchdog exported while its work was still in
+  flight (a hang's partial trace, marked ``tracebridge.incomplete``) says so in
+  yellow, and a watchdog report written on a span shows as one red line under
+  it: the report's first line, never its stacks.
 * :class:`ConsoleTraceExporter` is a ``SpanExporter`` that collects spans per
   trace and prints a trace's tree once it is complete (see its docstring for
   what "complete" means when some spans are recorded after their parents end).
@@ -33,7 +36,7 @@ from rich.tree import Tree
 
 from tracebridge import semconv
 
-__all__ = ["ERROR_MARK", "ConsoleTraceExporter", "render_trace"]
+__all__ = ["ERROR_MARK", "INCOMPLETE_MARK", "REPORT_MARK", "ConsoleTraceExporter", "render_trace"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,12 @@ _UNBOUNDED_WIDTH = 100_000
 
 ERROR_MARK = "✗"
 """Printed before the error of a failed span (which is also styled red)."""
+
+INCOMPLETE_MARK = "⏳"
+"""Printed before "still running" on a span exported unfinished (styled yellow)."""
+
+REPORT_MARK = "⚠"
+"""Printed before a watchdog report's first line under the span it names (styled red)."""
 
 _PREFIX = semconv.INSTRUMENTATION_NAME + "."
 
@@ -69,7 +78,9 @@ def render_trace(spans: Iterable[ReadableSpan]) -> Group:
     Spans nest under their parents; siblings are sorted by start time.  A span
     whose parent is not among ``spans`` (a remote parent, or one not recorded)
     is shown at the top of its trace with a note.  Traces are ordered by their
-    first span's start.
+    first span's start.  Spans marked ``tracebridge.incomplete`` say they were
+    still running when exported; ``tracebridge.watchdog.report`` events add one
+    red line under their span (the report's first line).
 
     Args:
         spans: finished spans, in any order, of one or more traces.  Anything
@@ -82,8 +93,12 @@ def render_trace(spans: Iterable[ReadableSpan]) -> Group:
     by_trace: dict[int, list[ReadableSpan]] = {}
     for span in spans:
         by_trace.setdefault(span.context.trace_id, []).append(span)
-    ordered = sorted(by_trace.items(), key=lambda item: min(_start(span) for span in item[1]))
+    ordered = sorted(by_trace.items(), key=lambda item: (_first_start(item[1]), item[0]))
     return Group(*(_trace_tree(trace_id, trace_spans) for trace_id, trace_spans in ordered))
+
+
+def _first_start(spans: Iterable[ReadableSpan]) -> int:
+    return min((_start(span) for span in spans), default=0)
 
 
 def _trace_tree(trace_id: int, spans: Sequence[ReadableSpan], *, late: bool = False) -> Tree:
@@ -141,6 +156,10 @@ def _trace_label(trace_id: int, spans: Sequence[ReadableSpan], *, late: bool) ->
     ends = [span.end_time for span in spans if span.end_time is not None]
     if ends:
         label.append(f"  {_format_ms((max(ends) - min(starts)) / 1e6)}", style="dim")
+    running = sum(1 for span in spans if _incomplete(span))
+    if running:
+        # A hang's partial trace: say so before the details, it changes how to read every duration.
+        label.append(f"  {INCOMPLETE_MARK} partial trace: {running} still running", style="yellow")
     threads = _thread_names(sorted(spans, key=_start))
     if threads:
         label.append(f"  threads: {', '.join(threads)}", style="dim")
@@ -178,6 +197,10 @@ def _span_label(span: ReadableSpan, parent: ReadableSpan | None, *, parent_missi
     for text, style in parts:
         label.append("  ")
         label.append(text, style=style)
+    for line in _watchdog_lines(span):
+        # Under the span, not after it: the report's title is a sentence of its own.
+        label.append("\n")
+        label.append(line, style="red")
     return label
 
 
@@ -256,6 +279,14 @@ def _timing(span: ReadableSpan, attributes: Mapping[str, Any]) -> Iterator[_Part
     cancelled = attributes.get(semconv.TIMEOUT_CANCELLED_TASK)
     if cancelled:
         yield f"cancelled {cancelled}", "yellow"
+    if _incomplete(span):
+        # Its end time is only when the watchdog exported it: not a duration.
+        # A hop that never got a queue wait never started running.
+        queued = span.name in _HOPS and wait is None
+        state = "still queued" if queued else "still running"
+        since = f" after {_format_ms((span.end_time - _start(span)) / 1e6)}" if span.end_time is not None else ""
+        yield f"{INCOMPLETE_MARK} {state}{since} (incomplete)", "yellow"
+        return
     # Local accesses are instants: no duration worth showing.
     if wait is None and run is None and elapsed is None and span.name != semconv.LOCAL_ACCESS:
         if span.end_time is not None:
@@ -267,6 +298,36 @@ def _outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> Iterator[_Par
     error = _error(span, attributes)
     if error:
         yield f"{ERROR_MARK} {error}", "bold red"
+
+
+_HOPS = frozenset({semconv.SYNC_TO_ASYNC, semconv.ASYNC_TO_SYNC, semconv.HANDOFF})
+
+
+def _incomplete(span: ReadableSpan) -> bool:
+    """Whether the watchdog exported ``span`` while its work was still in flight."""
+    return (span.attributes or {}).get(semconv.INCOMPLETE) is True
+
+
+def _watchdog_lines(span: ReadableSpan) -> list[str]:
+    """One line per watchdog report written on ``span``: the report's title, not its chain or stacks."""
+    lines: list[str] = []
+    seen: set[object] = set()
+    for event in getattr(span, "events", None) or ():
+        if event.name != semconv.WATCHDOG_REPORT:
+            continue
+        attributes = event.attributes or {}
+        report_id = attributes.get(semconv.WATCHDOG_REPORT_ID)
+        if report_id is not None:
+            if report_id in seen:
+                continue
+            seen.add(report_id)
+        message = str(attributes.get(semconv.WATCHDOG_MESSAGE) or "")
+        title = message.strip().split("\n", 1)[0].strip()
+        if not title:
+            kind = attributes.get(semconv.WATCHDOG_KIND) or "problem"
+            title = f"watchdog report: {kind}"
+        lines.append(f"{REPORT_MARK} {title}")
+    return lines
 
 
 def _number(attributes: Mapping[str, Any], key: str) -> float | None:
@@ -534,6 +595,9 @@ class ConsoleTraceExporter(SpanExporter):
         if not due:
             return
         console = self.console
+        # Traces flushed together (e.g. concurrent requests) print in the order
+        # they started, not the order their spans happened to arrive in.
+        due = sorted(due, key=lambda item: (_first_start(item[1].spans), item[0]))
         with self._print_lock:
             for trace_id, pending in due:
                 tree = _trace_tree(trace_id, pending.spans, late=pending.late)

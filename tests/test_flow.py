@@ -209,6 +209,20 @@ async def test_flow_finished_ring_is_bounded_and_counts_what_a_reader_missed(spa
     assert len(model.recorder.finished) == 8 and model.recorder.inflight == {}
 
 
+async def test_flow_snapshot_limit_zero_reads_no_feed_but_counts_it(spans: SpanRecorder) -> None:
+    """Tests that limit=0 (the watchdog's capture) builds no finished hops and counts them all as skipped."""
+    flow.disable()
+    model = flow.enable(feed_capacity=8)
+    try:
+        for _ in range(5):
+            await sync_to_async(queued_behind)()
+        snapshot = model.snapshot(since=0, limit=0)
+    finally:
+        flow.disable()
+    assert (snapshot.finished, snapshot.finished_seq, snapshot.skipped) == ((), 5, 5)
+    assert snapshot.locals == () and snapshot.timeouts == ()
+
+
 async def test_flow_local_accesses_and_timeout_expiries_reach_their_rings(model: FlowModel) -> None:
     """Tests that Local accesses (names, never values) and timeout expiries appear in the snapshot."""
     state = Local()

@@ -22,6 +22,7 @@ attribute dict are computed on the drain thread.
 
 from __future__ import annotations
 
+import random as _random
 import threading
 from collections.abc import Callable
 from time import time_ns
@@ -33,7 +34,12 @@ from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, Sp
 
 from . import _telemetry, semconv
 
-__all__ = ["Hop"]
+try:
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator as _RandomIdGenerator
+except ImportError:  # pragma: no cover - the SDK is a dependency, but be safe
+    _RandomIdGenerator = None  # type: ignore[assignment,misc]
+
+__all__ = ["Hop", "attach_context", "context_with_span", "current_context", "detach_token", "plan_span"]
 
 try:  # the key processors set while exporting, so exporting is not itself traced
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
@@ -42,10 +48,114 @@ except ImportError:  # pragma: no cover - very old opentelemetry-api
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 _current_thread = threading.current_thread
-_get_current_context = otel_context.get_current
-_attach = otel_context.attach
+_Context = otel_context.Context
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_INVALID_TRACE_STATE = INVALID_SPAN_CONTEXT.trace_state
+
+
+def _attach_api(context: otel_context.Context) -> object:
+    return otel_context.attach(context)
+
+
+def _detach_api(token: object) -> None:
+    _telemetry.detach(token)
+
+
+# attach/detach of the current OpenTelemetry context, the callee side of every
+# hop and the WSGI span.  With the API's default runtime context (a ContextVar)
+# they are that ContextVar's set/reset: the API's attach/detach add three
+# Python calls around exactly that.  Any other runtime context goes through the API.
+try:
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    _runtime = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
+    if type(_runtime) is not ContextVarsRuntimeContext:
+        raise TypeError("not the default runtime context")
+    _context_var = _runtime._current_context
+    # get_current() is the ContextVar's get (its default is an empty Context).
+    if not isinstance(_context_var.get(), otel_context.Context):
+        raise TypeError("unexpected runtime context")
+    current_context: Callable[[], otel_context.Context] = _context_var.get
+    attach_context: Callable[[otel_context.Context], object] = _context_var.set
+    _reset = _context_var.reset
+
+    def detach_token(token: object) -> None:
+        """Undo :func:`attach_context` (swallows and logs a failure, as the API does)."""
+        try:
+            _reset(token)  # type: ignore[arg-type]
+        except Exception:
+            _detach_api(token)  # the API logs why (wrong context, token used twice...)
+
+except Exception:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
+    current_context = otel_context.get_current
+    attach_context = _attach_api
+    detach_token = _detach_api
+
+
+def context_with_span(span: Span, context: otel_context.Context) -> otel_context.Context:
+    """``set_span_in_context(span, context)``, in one dict copy."""
+    return _Context({**context, _SPAN_KEY: span})
+
+
+def plan_span(
+    tracer: Tracer,
+    name: str,
+    context: otel_context.Context,
+    ids: _telemetry.ReplayIdGenerator,
+    attributes: dict[str, Any] | None = None,
+) -> tuple[Span, SpanContext, int | None, bool]:
+    """Pick the ids of a span the drain thread will build later: ``(span, parent, root_trace_id, sampled)``.
+
+    ``span`` is a non-recording span with the planned ids, to make current
+    while the work runs; ``parent`` is the span context current in ``context``
+    (invalid for a root); ``root_trace_id`` is the new trace id of a root span,
+    else None.  The sampling decision is the one the drain thread's
+    ``start_span`` will reach: the parent's, or for a root the sampler's (for
+    the SDK's samplers it depends only on the trace id, name and attributes).
+    Shared by bridge hops and the WSGI span: on every traced hop, so written
+    for speed (see the probes below for the shortcuts it takes).
+    """
+    parent_span: Any = context.get(_SPAN_KEY)
+    parent = parent_span.get_span_context() if parent_span is not None else INVALID_SPAN_CONTEXT
+    if _TUPLE_SPAN_CONTEXT:
+        trace_id, _span_id, _remote, flags, trace_state, valid = parent
+    else:  # pragma: no cover - a future API whose SpanContext is not the tuple it is today
+        trace_id, flags, trace_state, valid = parent.trace_id, parent.trace_flags, parent.trace_state, parent.is_valid
+    if valid:
+        root_trace_id = None
+    else:
+        # As for span ids below: the SDK's default is getrandbits(128), retried on 0.
+        root_trace_id = trace_id = (
+            _random.getrandbits(128) if type(ids.inner) is _RandomIdGenerator else 0
+        ) or ids.new_trace_id()
+        random_ids = type(ids.inner) is _RandomIdGenerator or ids.is_trace_id_random()
+        if _telemetry.samples_all_roots():
+            # As the SDK's start_span does for a root (and the drain thread for
+            # the root it builds): flag a random trace id, so children inherit the bit.
+            flags = _SAMPLED_RANDOM if random_ids else _SAMPLED
+            trace_state = _INVALID_TRACE_STATE
+        else:
+            decision = tracer.sampler.should_sample(  # type: ignore[attr-defined]
+                None, trace_id, name, attributes=attributes
+            )
+            flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
+            trace_state = decision.trace_state
+            if trace_state is None:
+                trace_state = _INVALID_TRACE_STATE
+            if random_ids:
+                flags = TraceFlags(flags | _RANDOM_TRACE_ID_BIT)
+    # The SDK's default generator is random.getrandbits(64), retried on 0:
+    # called directly here, one Python frame instead of three.
+    span_id = (_random.getrandbits(64) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_span_id()
+    span_context = _make_span_context(trace_id, span_id, flags, trace_state)
+    if _PLAIN_NON_RECORDING_SPAN:
+        span = _object_new(NonRecordingSpan)
+        span._context = span_context
+    else:  # pragma: no cover - a future API with more to NonRecordingSpan.__init__
+        span = NonRecordingSpan(span_context)
+    return span, parent, root_trace_id, bool(flags & _SAMPLED_BIT)
+
 
 # Set by tracebridge.instrumentation.census while a HopCensus counts hops for
 # request root spans: called with each hop as it closes, on the caller's thread.
@@ -72,6 +182,32 @@ try:
     )
 except Exception:  # pragma: no cover - a future API that is not a tuple
     _make_span_context = _span_context_slow
+
+# Probes for plan_span's shortcuts, each checked against the API's own behaviour.
+# SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid):
+# one unpacking instead of four property calls.
+try:
+    _probe_context = SpanContext(1, 2, False, _SAMPLED, _INVALID_TRACE_STATE)
+    _TUPLE_SPAN_CONTEXT = isinstance(_probe_context, tuple) and tuple(_probe_context) == (
+        _probe_context.trace_id, _probe_context.span_id, _probe_context.is_remote,
+        _probe_context.trace_flags, _probe_context.trace_state, _probe_context.is_valid,
+    ) and tuple(INVALID_SPAN_CONTEXT)[5] is INVALID_SPAN_CONTEXT.is_valid
+except Exception:  # pragma: no cover
+    _TUPLE_SPAN_CONTEXT = False
+# NonRecordingSpan.__init__ only stores the context in ``_context``.
+_object_new = object.__new__
+try:
+    _probe_span = _object_new(NonRecordingSpan)
+    _probe_span._context = _probe_context
+    _PLAIN_NON_RECORDING_SPAN = (
+        _probe_span.get_span_context() is _probe_context
+        and vars(NonRecordingSpan(_probe_context)) == vars(_probe_span)
+    )
+except Exception:  # pragma: no cover
+    _PLAIN_NON_RECORDING_SPAN = False
+_SAMPLED_BIT = int(TraceFlags.SAMPLED)
+_RANDOM_TRACE_ID_BIT = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))  # W3C level 2; older APIs: no bit
+_SAMPLED_RANDOM = TraceFlags(_SAMPLED | _RANDOM_TRACE_ID_BIT)
 
 
 class Hop:
@@ -121,10 +257,10 @@ class Hop:
         ``async_to_sync`` caller serves.
         """
         try:
-            ctx = _get_current_context()
+            ctx = current_context()
             if _SUPPRESS_KEY is not None and ctx.get(_SUPPRESS_KEY):
                 return None
-            hop = cls.__new__(cls)
+            hop = _object_new(cls)
             hop.caller = _current_thread()
             hop.tracer = tracer
             hop.name = name
@@ -144,31 +280,11 @@ class Hop:
                 hop.context = None
                 hop.span = tracer.start_span(name, attributes=hop.span_attributes(), start_time=hop.submit_ns)
             else:
-                parent_span = ctx.get(_SPAN_KEY)
-                parent = hop.parent = (
-                    parent_span.get_span_context() if parent_span is not None else INVALID_SPAN_CONTEXT
-                )
-                if parent.is_valid:
-                    hop.root_trace_id = None
-                    trace_id = parent.trace_id
-                    flags = parent.trace_flags
-                    trace_state = parent.trace_state
-                else:
-                    hop.root_trace_id = trace_id = ids.new_trace_id()
-                    if _telemetry.samples_all_roots():
-                        flags = _SAMPLED
-                        trace_state = parent.trace_state
-                    else:
-                        # The drain thread's start_span asks the sampler again; for
-                        # the SDK's samplers the answer depends only on the trace id.
-                        decision = tracer.sampler.should_sample(None, trace_id, name)  # type: ignore[attr-defined]
-                        flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
-                        trace_state = decision.trace_state
-                hop.sampled = flags.sampled
-                span = hop.span = NonRecordingSpan(_make_span_context(trace_id, ids.new_span_id(), flags, trace_state))
+                span, hop.parent, hop.root_trace_id, hop.sampled = plan_span(tracer, name, ctx, ids)
+                hop.span = span
                 # The callee runs in a copy of this very context, so the context
-                # to make current there can be built now, once.
-                hop.context = otel_trace.set_span_in_context(span, ctx)
+                # to make current there can be built now, once (context_with_span, inlined).
+                hop.context = _Context({**ctx, _SPAN_KEY: span})
             flow = _telemetry.flow
             if flow is not None:  # the live flow model is on (rare): register the hop in flight
                 flow.hop_opened(hop, executor)
@@ -206,7 +322,7 @@ class Hop:
             context = self.context
             if context is None:
                 context = otel_trace.set_span_in_context(self.span)
-            return _attach(context)
+            return attach_context(context)
         except Exception:
             _telemetry.tracing_failed("attaching a hop span")
             return None
@@ -215,7 +331,7 @@ class Hop:
         """Callee side: the work is over; un-current the span before context flows back."""
         self.end_ns = time_ns()
         if token is not None:
-            _telemetry.detach(token)
+            detach_token(token)
         if self.handoff_kind is not None and self.sampled:
             _telemetry.deferred.record(
                 _build_handoff, self.tracer, self.span.get_span_context(), self.submit_ns, self.end_ns, self

@@ -422,6 +422,14 @@ class AsyncToSync(Generic[_P, _R]):
 
 
 def _note_loop(hop: Hop, loop: asyncio.AbstractEventLoop, route: str) -> None:
+    if hop.ids is not None:
+        # The span is built later from hop.attributes (one per send of a WSGI
+        # response: written in place, no dict to build and merge).
+        attributes = hop.attributes
+        attributes[semconv.LOOP_ID] = id(loop)
+        attributes[semconv.LOOP_ROUTE] = route
+        attributes[semconv.LOOP_NEW] = route != semconv.LOOP_ROUTE_PARENT_LOOP
+        return
     hop.note(
         {
             semconv.LOOP_ID: id(loop),

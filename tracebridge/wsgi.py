@@ -40,9 +40,10 @@ from urllib.parse import unquote_plus
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Status, StatusCode, Tracer
 
 from . import _telemetry, semconv
+from ._hop import attach_context, context_with_span, current_context, detach_token, plan_span
 from .sync import AsyncToSync, sync_to_async
 
 __all__ = [
@@ -182,9 +183,24 @@ def _header_attributes(
 # ---------------------------------------------------------------------------
 # The span of one WSGI call.
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"})
+
+
+# application object -> its ``module.QualName``: a server has one or a few
+# applications and asks for the name on every request.  Keyed by id() with the
+# object kept, so an id cannot be reused while its entry exists.
+_application_names: dict[int, tuple[object, str]] = {}
+
+
+def _application_name(application: object) -> str:
+    entry = _application_names.get(id(application))
+    if entry is not None and entry[0] is application:
+        return entry[1]
+    name = _telemetry.function_name(application)
+    if len(_application_names) >= 64:  # many short-lived wrappers: start over
+        _application_names.clear()
+    _application_names[id(application)] = (application, name)
+    return name
 
 
 class _WsgiTrace:
@@ -248,51 +264,35 @@ class _WsgiTrace:
     @classmethod
     def open(cls, tracer: Tracer, scope: object, application: object) -> _WsgiTrace | None:
         try:
-            if otel_context.get_value(_SUPPRESS_KEY):
+            context = current_context()
+            if context.get(_SUPPRESS_KEY):
                 return None  # an exporter or another instrumentation asked for silence
             capture = _capture
             attributes = _scope_attributes(scope, capture)
-            attributes[semconv.WSGI_APPLICATION] = _telemetry.function_name(application)
+            attributes[semconv.WSGI_APPLICATION] = _application_name(application)
             trace = cls(tracer, attributes, time_ns(), capture)
             ids = trace.ids = _telemetry.replay_ids()
             if ids is None:  # not an SDK tracer: a real span now
                 trace.span = tracer.start_span(semconv.WSGI_CALL, attributes=attributes, start_time=trace.start_ns)
             else:
-                trace.span = trace._planned_span(tracer, ids, attributes)
+                # The ids the real span will get later, planned as a hop plans its own.
+                trace.span, trace.parent, trace.root_trace_id, _sampled = plan_span(
+                    tracer, semconv.WSGI_CALL, context, ids, attributes
+                )
             # Current for the rest of the call, so the hop into the sync
             # thread (and every send's hop back) become children of this span.
-            trace.token = _telemetry.attach_span(trace.span)
+            trace.token = attach_context(context_with_span(trace.span, context))
             return trace
         except Exception:
             _telemetry.tracing_failed("opening a WSGI span")
             return None
 
-    def _planned_span(self, tracer: Tracer, ids: _telemetry.ReplayIdGenerator, attributes: dict[str, Any]) -> Span:
-        # The ids the real span will get later, and the sampling decision it
-        # will reach (for the SDK's samplers it depends only on the trace id
-        # and the parent).
-        parent = self.parent = otel_trace.get_current_span().get_span_context()
-        if parent.is_valid:
-            trace_id, flags, trace_state = parent.trace_id, parent.trace_flags, parent.trace_state
-        else:
-            trace_id = self.root_trace_id = ids.new_trace_id()
-            if _telemetry.samples_all_roots():
-                flags, trace_state = _SAMPLED, None
-            else:
-                decision = tracer.sampler.should_sample(  # type: ignore[attr-defined]
-                    None, trace_id, semconv.WSGI_CALL, attributes=attributes
-                )
-                flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
-                trace_state = decision.trace_state
-        return NonRecordingSpan(SpanContext(trace_id, ids.new_span_id(), False, flags, trace_state))
-
     def close(self, error: BaseException | None) -> None:
         # Detach first: this runs on the loop thread, in the task's context.
-        _telemetry.detach(self.token)
+        detach_token(self.token)
         try:
             end_ns = time_ns()
             attributes = self.attributes
-            attributes.update(self._end_attributes())
             if error is None:
                 error = self.rejected
             status = self.status
@@ -305,8 +305,11 @@ class _WsgiTrace:
             if not self.span.get_span_context().trace_flags.sampled:
                 return
             if error is None and not status_error:
+                # The end attributes are computed on the drain thread: every
+                # field they read is final now (the sync thread is done).
                 _telemetry.deferred.record(_build_wsgi_span, self.tracer, self.parent, self.start_ns, end_ns, self)
                 return
+            attributes.update(self._end_attributes())
             # Failures are rare: build the real span here, with the planned ids.
             parent = self.parent
             context = otel_context.Context()
@@ -360,9 +363,11 @@ class _WsgiTrace:
 
 def _build_wsgi_span(trace: _WsgiTrace) -> tuple[Any, ...]:
     # On the drain thread: (name, attributes, ids, root trace id, span id, error).
+    attributes = trace.attributes
+    attributes.update(trace._end_attributes())
     return (
         semconv.WSGI_CALL,
-        trace.attributes,
+        attributes,
         trace.ids,
         trace.root_trace_id,
         trace.span.get_span_context().span_id,
@@ -372,7 +377,7 @@ def _build_wsgi_span(trace: _WsgiTrace) -> tuple[Any, ...]:
 
 def _scope_attributes(scope: object, capture: HttpCapture) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
-    if not isinstance(scope, Mapping):
+    if type(scope) is not dict and not isinstance(scope, Mapping):
         return attributes  # bad input; the call itself will say what is wrong
     method = scope.get("method")
     if isinstance(method, str):
@@ -397,7 +402,8 @@ def _scope_attributes(scope: object, capture: HttpCapture) -> dict[str, Any]:
             attributes[semconv.SERVER_PORT] = int(port)
     headers = scope.get("headers")
     if headers is not None:
-        headers = list(headers)
+        if type(headers) is not list:
+            headers = list(headers)  # an iterable is read once, here
         attributes[semconv.WSGI_REQUEST_HEADER_COUNT] = len(headers)
         if capture.request_headers:
             attributes.update(

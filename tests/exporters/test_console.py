@@ -19,7 +19,13 @@ from rich.tree import Tree
 
 import tracebridge
 from tracebridge import _telemetry, semconv
-from tracebridge.exporters.console import ERROR_MARK, ConsoleTraceExporter, render_trace
+from tracebridge.exporters.console import (
+    ERROR_MARK,
+    INCOMPLETE_MARK,
+    REPORT_MARK,
+    ConsoleTraceExporter,
+    render_trace,
+)
 from tracebridge.exporters.specs import FlushingBatchSpanProcessor
 
 T0 = 1_700_000_000_000_000_000  # ns: every test span starts at a fixed offset from here
@@ -270,6 +276,112 @@ def test_render_trace_no_spans_renders_nothing() -> None:
     assert plain(render_trace([])) == ""
 
 
+# -- partial traces and watchdog reports ---------------------------------------
+
+DEADLOCK_MESSAGE = (
+    "DEADLOCK: thread `sync_0` and task `Task-2` (warm_cache) wait for each other in a cycle.\n"
+    "  1. thread `sync_0` is blocked in async_to_sync(`app.wait`), waiting for its coroutine;\n"
+    "  2. task `Task-2` (warm_cache) awaits sync_to_async(`app.load`) — back to step 1: thread `sync_0`.\n"
+    "  Start the task from the sync code's async_to_sync."
+)
+
+
+def report_event(span: Span, role: str, report_id: int = 1, message: str = DEADLOCK_MESSAGE) -> None:
+    """Write a watchdog report event on ``span`` the way the watchdog does."""
+    span.add_event(semconv.WATCHDOG_REPORT, {
+        semconv.WATCHDOG_KIND: semconv.WATCHDOG_KIND_DEADLOCK,
+        semconv.WATCHDOG_MESSAGE: message,
+        semconv.WATCHDOG_REPORT_ID: report_id,
+        semconv.WATCHDOG_ROLE: role,
+    }, timestamp=at(700))
+
+
+def hung_trace(rec: Recorder) -> list[ReadableSpan]:
+    """A deadlocked request as the watchdog exports it: every span open, ended at export time (750 ms)."""
+    incomplete = {semconv.INCOMPLETE: True}
+    root = rec.span("GET /dashboard", None, 0, None, **incomplete)
+    running = hop_attributes("app.view", "MainThread", "sync_0", semconv.EXECUTOR_GLOBAL_SYNC_THREAD, 0.25, 0)
+    del running[semconv.RUN_TIME_MS]  # still running: no run time yet
+    view = rec.span(semconv.SYNC_TO_ASYNC, root, 1, None, **running, **incomplete)
+    wait = rec.span(semconv.ASYNC_TO_SYNC, view, 2, None, **{
+        semconv.CODE_FUNCTION_NAME: "app.wait",
+        semconv.CALLER_THREAD_NAME: "sync_0",
+        semconv.THREAD_NAME: "MainThread",
+        semconv.LOOP_ROUTE: semconv.LOOP_ROUTE_PARENT_LOOP,
+        semconv.QUEUE_WAIT_MS: 0.5,
+        **incomplete,
+    })
+    report_event(wait, "async_to_sync(`app.wait`) runs as task `Task-3`")
+    load = rec.span(semconv.SYNC_TO_ASYNC, root, 3, None, **{
+        semconv.CODE_FUNCTION_NAME: "app.load",
+        semconv.CALLER_THREAD_NAME: "MainThread",
+        semconv.EXECUTOR_KIND: semconv.EXECUTOR_GLOBAL_SYNC_THREAD,
+        **incomplete,
+    })
+    report_event(load, "sync_to_async(`app.load`) has been queued")
+    report_event(load, "the same report again")  # one line per report, however often it is written
+    for span in (load, wait, view, root):
+        span.end(end_time=at(750))
+    return rec.finished()
+
+
+HUNG_TREE = f"""\
+trace 00000000000000000000000000000001  4 spans  750.0ms  {INCOMPLETE_MARK} partial trace: 4 still running  threads: MainThread, sync_0
+└── GET /dashboard  {INCOMPLETE_MARK} still running after 750.0ms (incomplete)
+    ├── sync_to_async  app.view  MainThread → sync_0  global_sync_thread  wait 0.250ms  {INCOMPLETE_MARK} still running after 749.0ms (incomplete)
+    │   └── async_to_sync  app.wait  sync_0 → MainThread  parent_loop  wait 0.500ms  {INCOMPLETE_MARK} still running after 748.0ms (incomplete)
+    │       {REPORT_MARK} DEADLOCK: thread `sync_0` and task `Task-2` (warm_cache) wait for each other in a cycle.
+    └── sync_to_async  app.load  from MainThread  global_sync_thread  {INCOMPLETE_MARK} still queued after 747.0ms (incomplete)
+        {REPORT_MARK} DEADLOCK: thread `sync_0` and task `Task-2` (warm_cache) wait for each other in a cycle.
+"""
+
+
+def test_render_trace_hung_request_marks_incomplete_spans_and_report_titles(recorder: Recorder) -> None:
+    """Tests that a partial trace marks each open span running or queued and shows only each report's title."""
+    assert plain(render_trace(hung_trace(recorder))) == HUNG_TREE
+
+
+def test_render_trace_incomplete_and_report_are_yellow_and_red(recorder: Recorder) -> None:
+    """Tests that the still-running mark is styled yellow and the report line red."""
+    (tree,) = render_trace(hung_trace(recorder)).renderables
+    console, _ = plain_console()
+    [label] = [label for label in labels(tree) if "app.load" in label.plain]
+    mark = label.get_style_at_offset(console, label.plain.index(INCOMPLETE_MARK))
+    report = label.get_style_at_offset(console, label.plain.index(REPORT_MARK))
+    assert mark.color is not None and mark.color.name == "yellow"
+    assert report.color is not None and report.color.name == "red"
+
+
+def test_render_trace_stall_and_blocked_loop_reports_one_line_each(recorder: Recorder) -> None:
+    """Tests that two reports on one finished span show as two title lines, and the span keeps its duration."""
+    span = recorder.span("work", None, 0, None)
+    report_event(span, "", report_id=1, message="STALL: sync_to_async(`app.load`) has waited 5.1 s.\n  1. queued;")
+    report_event(span, "", report_id=2, message="BLOCKED LOOP: event loop 0x1 has not run a callback for 1.2 s.")
+    span.add_event("user event", {"note": "not a report"})
+    span.end(end_time=at(2))
+    assert plain(render_trace(recorder.finished())).splitlines()[1:] == [
+        "└── work  2.00ms",
+        f"    {REPORT_MARK} STALL: sync_to_async(`app.load`) has waited 5.1 s.",
+        f"    {REPORT_MARK} BLOCKED LOOP: event loop 0x1 has not run a callback for 1.2 s.",
+    ]
+
+
+def test_render_trace_report_without_message_names_its_kind(recorder: Recorder) -> None:
+    """Tests that a report event missing its message (e.g. a trimmed file) still shows a line with its kind."""
+    span = recorder.span("work", None, 0, None)
+    span.add_event(semconv.WATCHDOG_REPORT, {semconv.WATCHDOG_KIND: semconv.WATCHDOG_KIND_STALL})
+    span.end(end_time=at(1))
+    assert plain(render_trace(recorder.finished())).splitlines()[2] == f"    {REPORT_MARK} watchdog report: stall"
+
+
+def test_render_trace_finished_spans_have_no_incomplete_mark(recorder: Recorder) -> None:
+    """Tests that spans not marked incomplete (or marked False) render without the still-running mark."""
+    recorder.span("done", None, 0, 1, **{semconv.INCOMPLETE: False})
+    text = plain(render_trace(recorder.finished()))
+    assert INCOMPLETE_MARK not in text
+    assert text.splitlines()[1] == "└── done  1.00ms"
+
+
 # -- ConsoleTraceExporter ------------------------------------------------------
 
 
@@ -389,6 +501,23 @@ def test_exporter_too_many_rootless_traces_prints_oldest(recorder: Recorder) -> 
     assert out.getvalue() == ""
     exporter.export([second_child])
     assert out.getvalue().splitlines()[0].startswith("trace 00000000000000000000000000000001  1 span")
+    exporter.shutdown()
+
+
+def test_exporter_traces_flushed_together_print_in_start_order(recorder: Recorder) -> None:
+    """Tests that traces flushed at once print earliest start first, whatever order their spans arrived in."""
+    first = small_trace(recorder, start=0)
+    second = small_trace(recorder, start=10)
+    third = small_trace(recorder, start=20)
+    exporter, out = exporter_for(grace=None)
+    for spans in (third, first, second):  # e.g. concurrent requests ending in another order
+        exporter.export(list(spans))
+    exporter.force_flush()
+    assert [line.split("  ")[0] for line in out.getvalue().splitlines() if line.startswith("trace ")] == [
+        "trace 00000000000000000000000000000001",
+        "trace 00000000000000000000000000000002",
+        "trace 00000000000000000000000000000003",
+    ]
     exporter.shutdown()
 
 
