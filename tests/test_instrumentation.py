@@ -407,6 +407,79 @@ def test_asgiref_tracing_off_records_nothing(instrumented: AsgirefInstrumentor, 
     assert tracebridge.stats().tracing_errors == errors
 
 
+def _root_workload() -> None:
+    # Roots only: a Local access and a sync_to_async hop with no span around them.
+    local = asgiref.local.Local()
+    local.value = 1
+
+    async def main() -> None:
+        await asgiref.sync.sync_to_async(lambda: local.value)()
+
+    asyncio.run(main())
+    with pytest.raises(AttributeError):
+        local.missing  # noqa: B018
+
+
+def _span_facts(span: ReadableSpan) -> tuple[Any, ...]:
+    volatile = set(IDENTITY_KEYS) | {semconv.THREAD_NAME, semconv.CALLER_THREAD_NAME}
+    attributes = {key: value for key, value in (span.attributes or {}).items() if key not in volatile}
+    attributes = {key: value for key, value in attributes.items() if not key.endswith("_ms")}
+    context = span.get_span_context()
+    assert context is not None
+    return (
+        span.name, span.parent is None, int(context.trace_flags), context.trace_state, context.is_remote,
+        attributes, span.kind, span.status.status_code, tuple(span.events), tuple(span.links),
+        span.resource, span.instrumentation_scope,
+    )
+
+
+def test_asgiref_root_spans_direct_same_as_through_start_span(
+    spans: SpanRecorder, instrumented: AsgirefInstrumentor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests that root hop and Local spans handed straight to the processors equal the ones start_span builds."""
+    _root_workload()
+    direct = spans.finished()
+    spans.clear()
+    monkeypatch.setattr(_telemetry, "_DIRECT_SPANS_OFF", True)
+    _root_workload()
+    through_sdk = spans.finished()
+    assert [_span_facts(span) for span in direct] == [_span_facts(span) for span in through_sdk]
+    roots = [span for span in direct if span.parent is None]
+    assert sorted(span.name for span in roots) == [semconv.LOCAL_ACCESS, semconv.LOCAL_ACCESS, semconv.SYNC_TO_ASYNC]
+    (hop,) = [span for span in direct if span.name == semconv.SYNC_TO_ASYNC]
+    children = [span for span in direct if span.parent is not None]
+    assert children and all(
+        span.parent.span_id == hop.context.span_id and span.context.trace_id == hop.context.trace_id  # type: ignore[union-attr]
+        for span in children
+    )
+
+
+def test_fast_executors_reader_agrees_with_the_local(instrumented: AsgirefInstrumentor) -> None:
+    """Tests that the lock-free read of AsyncToSync.executors.current sees what the Local itself returns."""
+    read = _asgiref._current_executor
+    assert read is not _asgiref._read_current_executor  # asgiref 3.13's layout: the fast reader is in use
+    seen: list[tuple[object, object]] = []
+
+    def both() -> None:
+        seen.append((read(), getattr(asgiref.sync.AsyncToSync.executors, "current", None)))
+
+    async def on_loop() -> None:
+        both()
+        await asgiref.sync.sync_to_async(both)()
+
+    both()  # nothing set in this thread
+    asgiref.sync.async_to_sync(on_loop)()  # the loop thread, then back through the CurrentThreadExecutor
+    assert [fast for fast, _ in seen] == [local for _, local in seen]
+    assert seen[0][1] is None and seen[2][1] is not None
+
+
+def test_fast_local_reader_other_layout_declines() -> None:
+    """Tests that the lock-free Local reader refuses a Local whose storage it does not recognise."""
+    assert _asgiref._fast_local_reader(tracebridge.local.Local(), "current", tracebridge.local.Local) is None
+    local = asgiref.local.Local(thread_critical=True)
+    assert _asgiref._fast_local_reader(local, "current", asgiref.local.Local) is None
+
+
 # ---------------------------------------------------------------------------
 # asgiref behaves exactly as without instrumentation.
 

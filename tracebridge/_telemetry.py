@@ -38,6 +38,7 @@ from opentelemetry.trace import (
     SpanContext,
     Status,
     StatusCode,
+    TraceFlags,
     Tracer,
     TracerProvider,
 )
@@ -349,11 +350,44 @@ _DRAIN_INTERVAL_S = 0.2
 # TRACEBRIDGE_DIRECT_SPANS=0 makes every deferred span go through start_span/end.
 _DIRECT_SPANS_OFF = os.environ.get("TRACEBRIDGE_DIRECT_SPANS", "1") == "0"
 _UNSET_STATUS = Status(StatusCode.UNSET)
-_SpanContextType = SpanContext
+
+
+def _span_context_checked(
+    trace_id: int, span_id: int, is_remote: bool, flags: TraceFlags, state: Any
+) -> SpanContext:
+    return SpanContext(trace_id, span_id, is_remote, flags, state)
+
+
+def _span_context_unchecked(
+    trace_id: int, span_id: int, is_remote: bool, flags: TraceFlags, state: Any
+) -> SpanContext:
+    # SpanContext is a tuple whose __new__ only re-checks the id ranges (ours
+    # come from the id generator or a valid parent) and derives is_valid (True
+    # for such ids): ~1 us a span on the drain thread.  Checked against the
+    # real constructor below, falling back to it.
+    return tuple.__new__(SpanContext, (trace_id, span_id, is_remote, flags, state, True))  # type: ignore[return-value]
+
+
+try:
+    _probe_flags = TraceFlags(TraceFlags.SAMPLED)
+    _probe_state = otel_trace.INVALID_SPAN_CONTEXT.trace_state
+    _new_span_context = (
+        _span_context_unchecked
+        if _span_context_unchecked(1, 2, False, _probe_flags, _probe_state)
+        == SpanContext(1, 2, False, _probe_flags, _probe_state)
+        and _span_context_unchecked(1, 2, False, _probe_flags, _probe_state).is_valid
+        else _span_context_checked
+    )
+except Exception:  # pragma: no cover - a future API whose SpanContext is not this tuple
+    _new_span_context = _span_context_checked
 
 
 def _direct_plumbing(tracer: Tracer) -> Any:
-    """(processor, resource, scope, info, ids) of an SDK tracer whose ids we replay, else False."""
+    """(processor, resource, scope, info, ids, root flags) of an SDK tracer whose ids we replay, else False.
+
+    ``root flags``: the TraceFlags the SDK gives a new root span when its
+    sampler samples every root (None otherwise: roots take ``start_span``).
+    """
     try:
         global _ReadableSpan, _SdkEvent
         from opentelemetry.sdk.trace import Event as _SdkEventClass
@@ -367,7 +401,14 @@ def _direct_plumbing(tracer: Tracer) -> Any:
         scope = getattr(tracer, "_instrumentation_scope", None)
         if scope is None:
             return False
-        return (tracer.span_processor, tracer.resource, scope, tracer.instrumentation_info, ids)
+        root_flags = None
+        describe = getattr(tracer.sampler, "get_description", None)
+        if describe is not None and describe() in _ALWAYS_ON_DESCRIPTIONS:
+            # What start_span computes for a root: sampled, plus the random-id bit.
+            root_flags = TraceFlags(
+                TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if ids.is_trace_id_random() else 0)
+            )
+        return (tracer.span_processor, tracer.resource, scope, tracer.instrumentation_info, ids, root_flags)
     except Exception:
         tracing_failed("direct span plumbing")
         return False
@@ -469,7 +510,7 @@ class DeferredSpans:
                         name, attributes = spec
                         span_id = trace_id = None
                     if self._emit_directly(
-                        tracer, parent, start_ns, end_ns, name, attributes, span_id, error, events
+                        tracer, parent, start_ns, end_ns, name, attributes, span_id, error, events, trace_id
                     ):
                         made += 1
                         continue
@@ -506,6 +547,7 @@ class DeferredSpans:
         span_id: int | None,
         error: tuple[str, str, str] | None,
         events: Sequence[tuple[str, Mapping[str, Any], int]] | None,
+        trace_id: int | None = None,
     ) -> bool:
         """Hand a finished span straight to the tracer's processors, skipping the SDK's span object.
 
@@ -515,22 +557,38 @@ class DeferredSpans:
         none of it: its trace id and sampling decision are the parent's, its
         id is ours to pick.  Processors see it exactly as they see an ended
         span (``on_end`` with a ReadableSpan); only ``on_start`` is skipped,
-        which the SDK's processors do not use.  Roots, non-SDK tracers and
-        unsampled parents take the ordinary path (returns False).
+        which the SDK's processors do not use.  A root span (invalid
+        ``parent``; ``trace_id`` is its planned trace id, or None for a new
+        one) goes this way too when the tracer's sampler samples every root:
+        its flags are then the ones ``start_span`` would give it.  Other roots,
+        non-SDK tracers and unsampled parents take the ordinary path (returns False).
         """
-        if not parent.is_valid or _DIRECT_SPANS_OFF:
+        if _DIRECT_SPANS_OFF:
             return False
         plumbing = self._plumbing.get(id(tracer))
         if plumbing is None:
             plumbing = self._plumbing[id(tracer)] = _direct_plumbing(tracer)
         if plumbing is False:
             return False
-        if not parent.trace_flags.sampled:
-            return True  # not recorded, exactly as the sampler would decide under this parent
-        processor, resource, scope, info, ids = plumbing
+        processor, resource, scope, info, ids, root_flags = plumbing
+        if parent.is_valid:
+            flags = parent.trace_flags
+            if not flags.sampled:
+                return True  # not recorded, exactly as the sampler would decide under this parent
+            trace_id = parent.trace_id
+            trace_state = parent.trace_state
+            parent_context: SpanContext | None = parent
+        else:
+            if root_flags is None:
+                return False  # the sampler must decide: start_span asks it
+            if trace_id is None:
+                trace_id = ids.new_trace_id()
+            flags = root_flags
+            trace_state = parent.trace_state  # the empty TraceState, as for a sampled root
+            parent_context = None
         if span_id is None:
             span_id = ids.new_span_id()
-        context = _SpanContextType(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
+        context = _new_span_context(trace_id, span_id, False, flags, trace_state)
         status = _UNSET_STATUS
         span_events: tuple[Any, ...] = ()
         if error is not None:
@@ -556,7 +614,7 @@ class DeferredSpans:
             _ReadableSpan(
                 name=name,
                 context=context,
-                parent=parent,
+                parent=parent_context,
                 resource=resource,
                 attributes=attributes,
                 events=span_events,

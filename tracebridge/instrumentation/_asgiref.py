@@ -28,12 +28,17 @@ Each patch reuses tracebridge's own machinery, so the spans are the same ones
   ``_cancel_task`` records the expiry with
   :func:`tracebridge.timeout._record_expiry_span`.
 
-Every wrapper of a bridge method is a ``wrapt.FunctionWrapper`` whose
-``enabled`` is :func:`tracebridge._telemetry.get_tracer`: with tracing off wrapt
-calls asgiref's function directly and no wrapper frame runs.  The Local
-methods are plain functions instead: Python calls ``__getattr__`` through a
-type slot, and wrapt's per-call binding there costs ~0.4 µs per access (a third
-of the access), where a plain function costs ~20 ns with tracing off.
+The methods on a request's path (the bridges' ``__call__``, ``thread_handler``,
+``main_wrap``, the executor's ``submit``/``run_until_future`` and the Locals'
+access methods) are replaced by plain functions that call asgiref's original
+(kept in a closure) and check :func:`tracebridge._telemetry.get_tracer`
+themselves: a ``wrapt.FunctionWrapper`` binds a new proxy on every call, ~0.5 µs
+each (a plain function costs ~0.2 µs), and Django makes a dozen such calls
+and ~16 Local accesses per request.  The timeout's two methods, off every
+request's path, stay wrapt ``FunctionWrapper`` objects gated on ``get_tracer``.
+A Local access is recorded in one call: the parent span read straight from
+OpenTelemetry's context variable, one tuple appended to the deferred buffer,
+the span built off the hot path by :func:`tracebridge.local._build_local_access`.
 """
 
 from __future__ import annotations
@@ -47,15 +52,17 @@ import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from time import time_ns
-from types import ModuleType
+from types import MethodType, ModuleType
 from typing import Any
 
 import wrapt
-from opentelemetry.trace import SpanContext, Tracer
+from opentelemetry import context as otel_context
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext, Tracer
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .. import _telemetry, semconv
 from .._hop import Hop
-from ..local import _record_access
+from ..local import _build_local_access
 from ..timeout import _record_expiry_span
 
 __all__ = ["Patch", "PatchPoint", "install", "patch_points", "uninstall"]
@@ -65,6 +72,25 @@ _current_thread = threading.current_thread
 _get_running_loop = asyncio._get_running_loop
 
 _POOL_KINDS = frozenset({semconv.EXECUTOR_THREAD_SENSITIVE_CONTEXT, semconv.EXECUTOR_GLOBAL_SYNC_THREAD})
+
+
+def _otel_context_getter() -> Callable[[], Any]:
+    # The current OpenTelemetry context, for a Local access's parent span.
+    # With the API's default runtime context that is one ContextVar.get (the
+    # API's get_current adds three Python calls around it); any other runtime
+    # context goes through the API.
+    try:
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+        runtime = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
+        if type(runtime) is ContextVarsRuntimeContext:
+            return runtime._current_context.get  # type: ignore[no-any-return]
+    except Exception:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
+        pass
+    return otel_context.get_current
+
+
+_current_otel_context = _otel_context_getter()
 
 
 # ---------------------------------------------------------------------------
@@ -115,6 +141,65 @@ def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> N
 # sync_to_async
 
 
+def _read_current_executor() -> Any:
+    # AsyncToSync.executors.current, through the Local (the general way).
+    cls = _patched_classes.get("AsyncToSync")
+    return getattr(cls.executors, "current", None) if cls is not None else None
+
+
+# How _choose_executor reads AsyncToSync.executors.current, on every traced
+# sync_to_async call: set by install() (see _fast_local_reader).
+_current_executor: Callable[[], Any] = _read_current_executor
+
+
+def _fast_local_reader(local: Any, key: str, local_cls: Any) -> Callable[[], Any] | None:
+    """A reader of ``local.<key>`` (None when unset) that skips the Local's lock and AttributeError.
+
+    Why: on a loop thread ``AsyncToSync.executors.current`` is usually unset,
+    and reading it through the Local costs a lock, a throw-away storage and a
+    formatted AttributeError (~3 µs) on every sync_to_async call.  The
+    storage of asgiref 3.13's default Local is an immutable per-thread
+    snapshot in a ContextVar, so reading it without the lock is safe.  Any
+    other layout returns None (the caller reads through the Local); the
+    reader is checked against the Local on a probe ``local_cls()`` first.
+    """
+    try:
+        get_ident = threading.get_ident
+
+        def reader_for(instance: Any) -> Callable[[], Any]:
+            var = object.__getattribute__(object.__getattribute__(instance, "_storage"), "_data")
+            if type(var) is not contextvars.ContextVar:
+                raise TypeError("not a ContextVar")
+
+            def read() -> Any:
+                stored = var.get(None)
+                if stored is None or stored.thread_id != get_ident():
+                    return None
+                return stored.data.get(key)
+
+            return read
+
+        def probe_agrees() -> bool:
+            probe = local_cls()  # a fresh default Local: ours to write
+            if type(probe) is not type(local):
+                return False
+            read_probe = reader_for(probe)
+            marker = object()
+            if read_probe() is not None:
+                return False
+            setattr(probe, key, marker)
+            if read_probe() is not marker or getattr(probe, key) is not marker:
+                return False
+            delattr(probe, key)
+            return read_probe() is None
+
+        # In a context of its own: the probe's storage must not stay in the
+        # installing thread's context, where every hop's copy would carry it.
+        return reader_for(local) if contextvars.Context().run(probe_agrees) else None
+    except Exception:
+        return None
+
+
 def _choose_executor(
     s2a_cls: Any, a2s_cls: Any, instance: Any, loop: asyncio.AbstractEventLoop
 ) -> tuple[str, object] | None:
@@ -125,7 +210,7 @@ def _choose_executor(
     ThreadSensitiveContext that has none yet is None here (asgiref creates it).
     """
     if getattr(instance, "_thread_sensitive", True):
-        current = getattr(a2s_cls.executors, "current", None)
+        current = _current_executor()
         if current:
             return semconv.EXECUTOR_OUTER_CURRENT_THREAD, current
         context = instance.thread_sensitive_context.get(None)
@@ -159,19 +244,21 @@ def _resolve_context_executor(hop: Hop) -> None:
         _telemetry.tracing_failed("resolving a context executor")
 
 
-def _sync_to_async_call(s2a_cls: Any, a2s_cls: Any) -> Callable[..., Coroutine[Any, Any, Any]]:
-    async def sync_to_async_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _sync_to_async_call(
+    s2a_cls: Any, a2s_cls: Any, original: Callable[..., Coroutine[Any, Any, Any]]
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def __call__(instance: Any, *args: Any, **kwargs: Any) -> Any:
         # The awaiting task, on the loop thread.
         __traceback_hide__ = True  # noqa: F841
         tracer = _get_tracer()
         hop = None if tracer is None else _open_sync_to_async(s2a_cls, a2s_cls, tracer, instance)
         if hop is None:
-            return await wrapped(*args, **kwargs)
+            return await original(instance, *args, **kwargs)
         token = _S2A_HOP.set(hop)
         given = _publish_in_given_context(instance, hop)
         error: BaseException | None = None
         try:
-            return await wrapped(*args, **kwargs)
+            return await original(instance, *args, **kwargs)
         except BaseException as exc:
             error = exc
             raise
@@ -184,7 +271,7 @@ def _sync_to_async_call(s2a_cls: Any, a2s_cls: Any) -> Callable[..., Coroutine[A
             hop.close(error)
             del error
 
-    return sync_to_async_call
+    return __call__
 
 
 def _open_sync_to_async(s2a_cls: Any, a2s_cls: Any, tracer: Tracer, instance: Any) -> Hop | None:
@@ -235,15 +322,18 @@ def _unpublish_in_given_context(instance: Any, token: contextvars.Token[Hop]) ->
         _telemetry.tracing_failed("unpublishing a hop from a given context")
 
 
-def _thread_handler(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    # The worker thread (or the owner thread of a CurrentThreadExecutor),
-    # outside the callee's context: asgiref's ``func(child)`` enters it.
-    # ``child`` itself is passed on untouched (APM agents read child.keywords,
-    # asgiref#571); only ``func`` is wrapped, to hand it our child.
-    __traceback_hide__ = True  # noqa: F841
-    if len(args) >= 4 and callable(args[3]):
-        args = (*args[:3], functools.partial(_enter_callee, args[3]), *args[4:])
-    return wrapped(*args, **kwargs)
+def _thread_handler(original: Callable[..., Any]) -> Callable[..., Any]:
+    def thread_handler(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        # The worker thread (or the owner thread of a CurrentThreadExecutor),
+        # outside the callee's context: asgiref's ``func(child)`` enters it.
+        # ``child`` itself is passed on untouched (APM agents read child.keywords,
+        # asgiref#571); only ``func`` (the fourth argument) is wrapped, to hand it our child.
+        __traceback_hide__ = True  # noqa: F841
+        if len(args) >= 4 and _get_tracer() is not None and callable(args[3]):
+            args = (*args[:3], functools.partial(_enter_callee, args[3]), *args[4:])
+        return original(instance, *args, **kwargs)
+
+    return thread_handler
 
 
 def _enter_callee(func: Callable[..., Any], child: Callable[[], Any], *rest: Any) -> Any:
@@ -448,6 +538,31 @@ def _run_until_future(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> An
 _internal_local: object = None
 
 
+_OP_GET = semconv.LOCAL_OP_GET
+_OP_SET = semconv.LOCAL_OP_SET
+_OP_DELETE = semconv.LOCAL_OP_DELETE
+
+
+def _record_access(
+    tracer: Tracer, local: object, key: str, operation: str, thread_critical: bool, found: bool, start_ns: int
+) -> None:
+    # The accessing thread, inside the accessing context, right after the
+    # access: the same record tracebridge.local._record_access makes (built
+    # by the same _build_local_access), with the parent read in one call.
+    try:
+        span = _current_otel_context().get(_SPAN_KEY)
+        _telemetry.deferred.record(
+            _build_local_access,
+            tracer,
+            span.get_span_context() if span is not None else INVALID_SPAN_CONTEXT,
+            start_ns,
+            time_ns(),
+            (id(local), key, operation, thread_critical, found, _current_thread()),
+        )
+    except Exception:
+        _telemetry.tracing_failed("Local access span")
+
+
 def _traced_local_methods(cls: type, thread_critical: bool) -> dict[str, Callable[..., Any]]:
     """Plain-function replacements for one Local class's three access methods."""
     original_get = cls.__dict__["__getattr__"]
@@ -456,40 +571,41 @@ def _traced_local_methods(cls: type, thread_critical: bool) -> dict[str, Callabl
 
     def __getattr__(self: Any, key: str) -> Any:
         __traceback_hide__ = True  # noqa: F841
-        tracer = _get_tracer()
-        if tracer is None or self is _internal_local:
+        # asgiref's own bookkeeping first: the bridges read it on every hop.
+        tracer = None if self is _internal_local else _get_tracer()
+        if tracer is None:
             return original_get(self, key)
         start_ns = time_ns()
         try:
             value = original_get(self, key)
         except AttributeError:
-            _record_access(tracer, self, key, semconv.LOCAL_OP_GET, thread_critical, False, start_ns)
+            _record_access(tracer, self, key, _OP_GET, thread_critical, False, start_ns)
             raise
-        _record_access(tracer, self, key, semconv.LOCAL_OP_GET, thread_critical, True, start_ns)
+        _record_access(tracer, self, key, _OP_GET, thread_critical, True, start_ns)
         return value
 
     def __setattr__(self: Any, key: str, value: Any) -> None:
         __traceback_hide__ = True  # noqa: F841
-        tracer = _get_tracer()
-        if tracer is None or self is _internal_local:
+        tracer = None if self is _internal_local else _get_tracer()
+        if tracer is None:
             return original_set(self, key, value)  # type: ignore[no-any-return]
         start_ns = time_ns()
         original_set(self, key, value)
-        _record_access(tracer, self, key, semconv.LOCAL_OP_SET, thread_critical, True, start_ns)
+        _record_access(tracer, self, key, _OP_SET, thread_critical, True, start_ns)
         return None
 
     def __delattr__(self: Any, key: str) -> None:
         __traceback_hide__ = True  # noqa: F841
-        tracer = _get_tracer()
-        if tracer is None or self is _internal_local:
+        tracer = None if self is _internal_local else _get_tracer()
+        if tracer is None:
             return original_del(self, key)  # type: ignore[no-any-return]
         start_ns = time_ns()
         try:
             original_del(self, key)
         except AttributeError:
-            _record_access(tracer, self, key, semconv.LOCAL_OP_DELETE, thread_critical, False, start_ns)
+            _record_access(tracer, self, key, _OP_DELETE, thread_critical, False, start_ns)
             raise
-        _record_access(tracer, self, key, semconv.LOCAL_OP_DELETE, thread_critical, True, start_ns)
+        _record_access(tracer, self, key, _OP_DELETE, thread_critical, True, start_ns)
         return None
 
     methods: dict[str, Callable[..., Any]] = {
@@ -586,6 +702,29 @@ def patch_points() -> list[PatchPoint]:
     ]
 
 
+def _plain_wrapper(original: Callable[..., Any], wrapper: Callable[..., Any], gated: bool) -> Callable[..., Any]:
+    """A plain function calling ``wrapper(bound original, self, args, kwargs)``, as wrapt would.
+
+    ``gated``: with tracing off call the original straight away.
+    """
+    if gated:
+
+        def replacement(self: Any, *args: Any, **kwargs: Any) -> Any:
+            __traceback_hide__ = True  # noqa: F841
+            if _get_tracer() is None:
+                return original(self, *args, **kwargs)
+            return wrapper(MethodType(original, self), self, args, kwargs)
+
+    else:
+
+        def replacement(self: Any, *args: Any, **kwargs: Any) -> Any:
+            __traceback_hide__ = True  # noqa: F841
+            return wrapper(MethodType(original, self), self, args, kwargs)
+
+    functools.update_wrapper(replacement, original)  # __wrapped__ points at asgiref's
+    return replacement
+
+
 def _own(owner: type, name: str) -> Any:
     # The attribute as stored on the class itself (not inherited), or None.
     return owner.__dict__.get(name)
@@ -597,7 +736,7 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
     A point is missing when its class or attribute does not exist in this
     asgiref version; the others are patched anyway (each works on its own).
     """
-    global _internal_local
+    global _internal_local, _current_executor
     patches: list[Patch] = []
     missing: list[PatchPoint] = []
     classes: dict[str, Any] = {}
@@ -616,12 +755,20 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
     _patched_classes.clear()
     _patched_classes.update(classes)
 
-    def wrap(owner: type, name: str, wrapper: Callable[..., Any], *, gated: bool = True) -> None:
-        original = _own(owner, name)
-        enabled: Any = _get_tracer if gated else None  # truthy: a Tracer; falsy: None (tracing off)
-        replacement = wrapt.FunctionWrapper(original, wrapper, enabled=enabled)
+    def put(owner: type, name: str, original: Any, replacement: Any) -> None:
         setattr(owner, name, replacement)
         patches.append(Patch(owner, name, original, replacement))
+
+    def wrap(owner: type, name: str, wrapper: Callable[..., Any], *, gated: bool = True) -> None:
+        # Off the request path: wrapt, skipped entirely with tracing off.
+        original = _own(owner, name)
+        enabled: Any = _get_tracer if gated else None  # truthy: a Tracer; falsy: None (tracing off)
+        put(owner, name, original, wrapt.FunctionWrapper(original, wrapper, enabled=enabled))
+
+    def plain(owner: type, name: str, wrapper: Callable[..., Any], *, gated: bool = True) -> None:
+        # On every request's path: a plain function (see the module docstring).
+        original = _own(owner, name)
+        put(owner, name, original, _plain_wrapper(original, wrapper, gated))
 
     for point in patch_points():
         owner = classes.get(point.owner)
@@ -632,21 +779,30 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
             continue
         key = (point.owner, point.name)
         if key == ("SyncToAsync", "__call__"):
-            wrap(owner, point.name, _sync_to_async_call(s2a, a2s))
+            original = _own(owner, point.name)
+            replacement = _sync_to_async_call(s2a, a2s, original)
+            put(owner, point.name, original, functools.update_wrapper(replacement, original))
         elif key == ("SyncToAsync", "thread_handler"):
-            wrap(owner, point.name, _thread_handler)
+            original = _own(owner, point.name)
+            put(owner, point.name, original, functools.update_wrapper(_thread_handler(original), original))
         elif key == ("AsyncToSync", "__call__"):
-            wrap(owner, point.name, _async_to_sync_call(s2a, a2s))
+            plain(owner, point.name, _async_to_sync_call(s2a, a2s))
         elif key == ("AsyncToSync", "main_wrap"):
-            wrap(owner, point.name, _main_wrap)
+            plain(owner, point.name, _main_wrap)
         elif key == ("CurrentThreadExecutor", "submit"):
-            wrap(owner, point.name, _submit)
+            plain(owner, point.name, _submit)
         elif key == ("CurrentThreadExecutor", "run_until_future"):
-            wrap(owner, point.name, _run_until_future, gated=False)
+            plain(owner, point.name, _run_until_future, gated=False)
         elif key == ("timeout", "_do_enter"):
             wrap(owner, point.name, _timeout_enter)
         elif key == ("timeout", "_cancel_task"):
             wrap(owner, point.name, _timeout_cancel, gated=False)
+    # Before the Locals are patched: the reader's probe Local must not be traced.
+    executors = getattr(a2s, "executors", None)
+    local_cls = getattr(modules.get("asgiref.local"), "Local", None)
+    _current_executor = (
+        _fast_local_reader(executors, "current", local_cls) if executors is not None and local_cls else None
+    ) or _read_current_executor
     # The Local methods, three per class, all or nothing per class.
     for owner_name, thread_critical in (("_DefaultLocal", False), ("_ThreadCriticalLocal", True)):
         owner = classes.get(owner_name)
@@ -661,7 +817,7 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
 
 def uninstall(patches: list[Patch]) -> list[Patch]:
     """Put every original back; returns the patches someone else had replaced meanwhile (left alone)."""
-    global _internal_local
+    global _internal_local, _current_executor
     foreign = []
     for patch in reversed(patches):
         if _own(patch.owner, patch.name) is patch.replacement:
@@ -669,6 +825,7 @@ def uninstall(patches: list[Patch]) -> list[Patch]:
         else:
             foreign.append(patch)
     _internal_local = None
+    _current_executor = _read_current_executor
     _patched_classes.clear()
     return foreign
 

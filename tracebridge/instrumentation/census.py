@@ -53,6 +53,8 @@ _active_lock = threading.Lock()
 def _count_hop(hop: _hop.Hop) -> None:
     # _hop.on_close: the caller's thread, as the hop closes.  One dict lookup
     # and, for a counted trace, one list append (atomic: no lock).
+    if not _roots:
+        return  # no request span open (e.g. no ASGI middleware): nothing to count into
     try:
         entry = _roots.get(hop.span.get_span_context().trace_id)
         if entry is not None:
