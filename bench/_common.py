@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["CountingExporter"]
+__all__ = ["CountingExporter", "pin_to_one_cpu"]
 
 
 class CountingExporter(SpanExporter):
@@ -34,3 +34,24 @@ class CountingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
+
+
+def pin_to_one_cpu(enabled: bool) -> str:
+    """Pin this process (and every thread it starts) to one CPU; returns a line saying so.
+
+    Why: on the 2-vCPU machines these benchmarks run on, a thread hop's
+    wake-up is bimodal (a WSGI round trip takes ~190 us or ~600 us of CPU,
+    for asgiref and tracebridge alike) depending on where the scheduler puts
+    each library's worker thread, and that placement sticks for minutes, so a
+    same-process comparison can measure placement instead of code.  On one
+    CPU every hop is a plain context switch and runs are steady.  Tracing's
+    background threads then share that CPU with the measured code, which
+    makes the traced ratios conservative.
+    """
+    import os
+
+    if not enabled or not hasattr(os, "sched_setaffinity"):
+        return "not pinned: thread placement adds noise (see bench/README.md)"
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return f"pinned to CPU {cpu} (--no-pin to disable): steady hops; tracing's background threads share it"

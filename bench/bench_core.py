@@ -87,7 +87,7 @@ import tracebridge.sync
 import tracebridge.timeout
 from tracebridge import _telemetry, semconv
 
-from _common import CountingExporter  # bench/ is on sys.path: the scripts run from there
+from _common import CountingExporter, pin_to_one_cpu  # bench/ is on sys.path: the scripts run from there
 
 # Both libraries warn on every timeout() construction; silence only that.
 warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*timeout is deprecated")
@@ -525,7 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
     parser.add_argument("--profile", metavar="OP", help="cProfile one operation's tracebridge variant instead")
     parser.add_argument("--profile-off", action="store_true", help="with --profile: tracing off instead of on")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     args = parser.parse_args(argv)
+    print(pin_to_one_cpu(not args.no_pin))
     if args.reps is None:
         args.reps = 25 if args.quick else 100
     if args.region_ms is None:

@@ -84,7 +84,7 @@ import tracebridge
 import tracebridge.wsgi
 from tracebridge import _telemetry, semconv
 
-from _common import CountingExporter  # bench/ is on sys.path: the scripts run from there
+from _common import CountingExporter, pin_to_one_cpu  # bench/ is on sys.path: the scripts run from there
 
 perf_ns = time.perf_counter_ns
 cpu_ns = time.process_time_ns  # CPU of every thread of this process
@@ -454,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="7 repetitions of ~30 ms batches")
     parser.add_argument("--breakdown", action="store_true", help="add a traced variant without the WSGI span")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     args = parser.parse_args(argv)
+    print(pin_to_one_cpu(not args.no_pin))
     if args.quick:
         args.reps, args.region_ms = 7, 30.0
     started = time.monotonic()

@@ -727,6 +727,10 @@ class _Submitting(threading.local):
 
     parent: SpanContext | None = None
     function: str | None = None
+    # True when the bridge's hop records the handoff span itself (it knows
+    # every timestamp already): the executor then only keeps ``parent``, which
+    # the flow model uses to match a queued item to its hop.
+    by_hop: bool = False
 
 
 submitting = _Submitting()

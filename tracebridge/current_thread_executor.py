@@ -277,6 +277,10 @@ class CurrentThreadExecutor(Executor):
         try:
             submitting = _telemetry.submitting
             parent = submitting.parent
+            if submitting.by_hop:
+                # The hop records this handoff; keep the parent for the flow model.
+                item.parent = parent
+                return
             if parent is None:
                 parent = _telemetry.current_span_context()
             function = submitting.function

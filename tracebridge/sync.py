@@ -573,11 +573,15 @@ class SyncToAsync(Generic[_P, _R]):
         error: BaseException | None = None
         try:
             if hop is not None and executor_kind in _CURRENT_THREAD_HANDOFFS:
-                # A CurrentThreadExecutor's submit() reads these (same thread,
-                # synchronously inside run_in_executor) to parent its handoff span.
+                # The hop records the handoff itself (like a pool's).  The
+                # executor's submit() runs synchronously inside run_in_executor,
+                # on this thread, and reads `submitting` only to note the parent
+                # (the flow model matches queued items to hops by it).
+                hop.handoff_kind = semconv.HANDOFF_EXECUTOR_CURRENT_THREAD
+                hop.executor_id = id(executor)
                 submitting = _telemetry.submitting
                 submitting.parent = hop.span.get_span_context()
-                submitting.function = hop.function
+                submitting.by_hop = True
                 try:
                     exec_future = loop.run_in_executor(
                         executor,
@@ -585,7 +589,7 @@ class SyncToAsync(Generic[_P, _R]):
                     )
                 finally:
                     submitting.parent = None
-                    submitting.function = None
+                    submitting.by_hop = False
             else:
                 exec_future = loop.run_in_executor(
                     executor,
