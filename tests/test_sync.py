@@ -14,9 +14,7 @@ import functools
 import inspect
 import os
 import signal
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 import traceback
@@ -42,6 +40,8 @@ from tracebridge.sync import (
     markcoroutinefunction,
     sync_to_async,
 )
+
+from isolated import run_isolated
 
 # Anything here that deadlocks should fail fast rather than eat the global 60 s budget.
 pytestmark = pytest.mark.timeout(30)
@@ -1148,25 +1148,6 @@ async def test_async_to_sync_after_fork_in_worker_ignores_parent_loop() -> None:
 
 
 # --------------------------------------------------------------------------- subprocess helper smoke
-
-
-def run_isolated(code: str, timeout: float = 20) -> str:
-    """Runs ``code`` in a fresh interpreter importing this same tracebridge; fails if it hangs or errors."""
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(tracebridge.__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-P", "-c", textwrap.dedent(code)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"subprocess did not finish within {timeout} s (deadlock or blocked exit)")
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def test_sync_to_async_process_exits_after_bridging() -> None:

@@ -9,17 +9,12 @@ CurrentThreadExecutor, entered once). Scenarios that could deadlock or block the
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-import tracebridge
 from tracebridge.current_thread_executor import CurrentThreadExecutor
 from tracebridge.sync import (
     AsyncToSync,
@@ -28,6 +23,8 @@ from tracebridge.sync import (
     async_to_sync,
     sync_to_async,
 )
+
+from isolated import run_isolated
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -52,25 +49,6 @@ def _current_executor() -> CurrentThreadExecutor | None:
 
 def _single_worker(name: str) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-
-def run_isolated(code: str, timeout: float = 20) -> str:
-    """Runs ``code`` in a fresh interpreter importing this same tracebridge; fails if it hangs or errors."""
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(tracebridge.__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-P", "-c", textwrap.dedent(code)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"subprocess did not finish within {timeout} s (deadlock or blocked loop)")
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 # --------------------------------------------------------------------------- plain contexts
