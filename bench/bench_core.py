@@ -65,7 +65,6 @@ import platform
 import pstats
 import statistics
 import sys
-import threading
 import time
 import warnings
 from collections import Counter
@@ -78,8 +77,8 @@ import asgiref.local
 import asgiref.sync
 import asgiref.timeout
 from opentelemetry import trace as otel_trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import tracebridge
 import tracebridge.local
