@@ -53,6 +53,8 @@ import tracebridge
 from tracebridge import _telemetry, flow, stream, watchdog
 from tracebridge.sync import async_to_sync, sync_to_async
 
+from _common import pin_to_one_cpu  # bench/ is on sys.path: the scripts run from there
+
 TARGET = 1.10
 
 
@@ -297,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--region-ms", type=float, default=None, help="CPU time of the traced variant per timed batch")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     args = parser.parse_args(argv)
+    print(pin_to_one_cpu(not args.no_pin))
     reps = args.reps or (4 if args.quick else 8)
     # Several stream/watchdog intervals (0.25 s) per batch, so each holds their per-interval work.
     region_ms = args.region_ms or (500.0 if args.quick else 750.0)
