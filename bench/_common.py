@@ -6,10 +6,10 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-__all__ = ["CountingExporter", "pin_to_one_cpu"]
+__all__ = ["CountingExporter", "counting_provider", "pin_to_one_cpu"]
 
 
 class CountingExporter(SpanExporter):
@@ -55,3 +55,18 @@ def pin_to_one_cpu(enabled: bool) -> str:
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     return f"pinned to CPU {cpu} (--no-pin to disable): steady hops; tracing's background threads share it"
+
+
+def counting_provider() -> tuple[TracerProvider, CountingExporter]:
+    """An SDK provider whose batch processor never drops (queue 2**20) into a CountingExporter.
+
+    Refuses to run with a global provider set: the tracing-off variants need none.
+    """
+    from opentelemetry import trace as otel_trace
+
+    if otel_trace._TRACER_PROVIDER is not None:  # type: ignore[attr-defined]
+        raise SystemExit("a global TracerProvider is set; the tracing-off variant needs none")
+    exporter = CountingExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=2**20, max_export_batch_size=512))
+    return provider, exporter

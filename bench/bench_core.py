@@ -76,9 +76,6 @@ from typing import Any
 import asgiref.local
 import asgiref.sync
 import asgiref.timeout
-from opentelemetry import trace as otel_trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import tracebridge
 import tracebridge.local
@@ -86,7 +83,7 @@ import tracebridge.sync
 import tracebridge.timeout
 from tracebridge import _telemetry, semconv
 
-from _common import CountingExporter, pin_to_one_cpu  # bench/ is on sys.path: the scripts run from there
+from _common import counting_provider, pin_to_one_cpu  # bench/ is on sys.path: the scripts run from there
 
 # Both libraries warn on every timeout() construction; silence only that.
 warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*timeout is deprecated")
@@ -277,13 +274,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        if otel_trace._TRACER_PROVIDER is not None:  # type: ignore[attr-defined]
-            raise SystemExit("a global TracerProvider is set; the tracing-off variant needs none")
-        self.exporter = CountingExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(
-            BatchSpanProcessor(self.exporter, max_queue_size=2**20, max_export_batch_size=512)
-        )
+        self.provider, self.exporter = counting_provider()
         self.loop = asyncio.new_event_loop()
         self.impls = {
             "asgiref": _make_impl("asgiref", asgiref.sync, asgiref.local, asgiref.timeout),

@@ -76,15 +76,12 @@ from importlib.metadata import version
 from typing import Any
 
 import asgiref.wsgi
-from opentelemetry import trace as otel_trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import tracebridge
 import tracebridge.wsgi
 from tracebridge import _telemetry, semconv
 
-from _common import CountingExporter, pin_to_one_cpu  # bench/ is on sys.path: the scripts run from there
+from _common import counting_provider, pin_to_one_cpu  # bench/ is on sys.path: the scripts run from there
 
 perf_ns = time.perf_counter_ns
 cpu_ns = time.process_time_ns  # CPU of every thread of this process
@@ -197,13 +194,7 @@ METRICS: dict[str, Callable[[Sample], int]] = {
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        if otel_trace._TRACER_PROVIDER is not None:  # type: ignore[attr-defined]
-            raise SystemExit("a global TracerProvider is set; the tracing-off variant needs none")
-        self.exporter = CountingExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(
-            BatchSpanProcessor(self.exporter, max_queue_size=2**20, max_export_batch_size=512)
-        )
+        self.provider, self.exporter = counting_provider()
         self.loop = asyncio.new_event_loop()
         self.apps = {
             "asgiref": asgiref.wsgi.WsgiToAsgi(wsgi_app),

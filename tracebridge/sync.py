@@ -565,36 +565,30 @@ class SyncToAsync(Generic[_P, _R]):
                 },
                 executor,  # for the flow model: whose queue the call waits in (None: the loop's default)
             )
-            if hop is not None and executor_kind in _POOL_HANDOFFS:
-                hop.handoff_kind = semconv.HANDOFF_EXECUTOR_THREAD_POOL
+            if hop is not None:
+                # Single-thread executors' handoffs are recorded by the hop itself:
+                # it already holds every timestamp of the work item's trip.
+                hop.handoff_kind = _HANDOFF_KINDS.get(executor_kind)
                 hop.executor_id = id(executor)
         runner = functools.partial(context.run, _run_callee, hop)
 
         error: BaseException | None = None
         try:
-            if hop is not None and executor_kind in _CURRENT_THREAD_HANDOFFS:
-                # The hop records the handoff itself (like a pool's).  The
-                # executor's submit() runs synchronously inside run_in_executor,
-                # on this thread, and reads `submitting` only to note the parent
-                # (the flow model matches queued items to hops by it).
-                hop.handoff_kind = semconv.HANDOFF_EXECUTOR_CURRENT_THREAD
-                hop.executor_id = id(executor)
+            work = functools.partial(self.thread_handler, loop, sys.exc_info(), task_context, runner, child)
+            notes_parent = hop is not None and hop.handoff_kind == semconv.HANDOFF_EXECUTOR_CURRENT_THREAD
+            if notes_parent:
+                # A CurrentThreadExecutor's submit() runs synchronously inside
+                # run_in_executor, on this thread, and reads `submitting` to note
+                # the parent (the flow model matches queued items to hops by it).
                 submitting = _telemetry.submitting
-                submitting.parent = hop.span.get_span_context()
+                submitting.parent = hop.span.get_span_context()  # type: ignore[union-attr]
                 submitting.by_hop = True
-                try:
-                    exec_future = loop.run_in_executor(
-                        executor,
-                        functools.partial(self.thread_handler, loop, sys.exc_info(), task_context, runner, child),
-                    )
-                finally:
+            try:
+                exec_future = loop.run_in_executor(executor, work)
+            finally:
+                if notes_parent:
                     submitting.parent = None
                     submitting.by_hop = False
-            else:
-                exec_future = loop.run_in_executor(
-                    executor,
-                    functools.partial(self.thread_handler, loop, sys.exc_info(), task_context, runner, child),
-                )
             try:
                 return await asyncio.shield(exec_future)
             except asyncio.CancelledError:
@@ -671,8 +665,14 @@ class SyncToAsync(Generic[_P, _R]):
             threadlocal.main_event_loop, threadlocal.main_event_loop_pid, threadlocal.task_context = saved
 
 
-_POOL_HANDOFFS = frozenset({semconv.EXECUTOR_THREAD_SENSITIVE_CONTEXT, semconv.EXECUTOR_GLOBAL_SYNC_THREAD})
-_CURRENT_THREAD_HANDOFFS = frozenset({semconv.EXECUTOR_OUTER_CURRENT_THREAD, semconv.EXECUTOR_LOOP_THREAD})
+# Executor rule -> the handoff span its single-thread executor gets (none for
+# thread_sensitive=False: a multi-thread pool's queue is not ours to trace).
+_HANDOFF_KINDS = {
+    semconv.EXECUTOR_THREAD_SENSITIVE_CONTEXT: semconv.HANDOFF_EXECUTOR_THREAD_POOL,
+    semconv.EXECUTOR_GLOBAL_SYNC_THREAD: semconv.HANDOFF_EXECUTOR_THREAD_POOL,
+    semconv.EXECUTOR_OUTER_CURRENT_THREAD: semconv.HANDOFF_EXECUTOR_CURRENT_THREAD,
+    semconv.EXECUTOR_LOOP_THREAD: semconv.HANDOFF_EXECUTOR_CURRENT_THREAD,
+}
 
 
 def _run_callee(hop: Hop | None, child: Callable[[], _R]) -> _R:
