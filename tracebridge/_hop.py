@@ -39,7 +39,15 @@ try:
 except ImportError:  # pragma: no cover - the SDK is a dependency, but be safe
     _RandomIdGenerator = None  # type: ignore[assignment,misc]
 
-__all__ = ["Hop", "attach_context", "context_with_span", "current_context", "detach_token", "plan_span"]
+__all__ = [
+    "Hop",
+    "PlannedSpan",
+    "attach_context",
+    "context_with_span",
+    "current_context",
+    "detach_token",
+    "plan_span",
+]
 
 try:  # the key processors set while exporting, so exporting is not itself traced
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
@@ -54,43 +62,10 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _INVALID_TRACE_STATE = INVALID_SPAN_CONTEXT.trace_state
 
 
-def _attach_api(context: otel_context.Context) -> object:
-    return otel_context.attach(context)
-
-
-def _detach_api(token: object) -> None:
-    _telemetry.detach(token)
-
-
-# attach/detach of the current OpenTelemetry context, the callee side of every
-# hop and the WSGI span.  With the API's default runtime context (a ContextVar)
-# they are that ContextVar's set/reset: the API's attach/detach add three
-# Python calls around exactly that.  Any other runtime context goes through the API.
-try:
-    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-
-    _runtime = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
-    if type(_runtime) is not ContextVarsRuntimeContext:
-        raise TypeError("not the default runtime context")
-    _context_var = _runtime._current_context
-    # get_current() is the ContextVar's get (its default is an empty Context).
-    if not isinstance(_context_var.get(), otel_context.Context):
-        raise TypeError("unexpected runtime context")
-    current_context: Callable[[], otel_context.Context] = _context_var.get
-    attach_context: Callable[[otel_context.Context], object] = _context_var.set
-    _reset = _context_var.reset
-
-    def detach_token(token: object) -> None:
-        """Undo :func:`attach_context` (swallows and logs a failure, as the API does)."""
-        try:
-            _reset(token)  # type: ignore[arg-type]
-        except Exception:
-            _detach_api(token)  # the API logs why (wrong context, token used twice...)
-
-except Exception:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
-    current_context = otel_context.get_current
-    attach_context = _attach_api
-    detach_token = _detach_api
+# attach/detach of the current OpenTelemetry context (the fast path lives in _telemetry).
+current_context = _telemetry.current_context
+attach_context = _telemetry.attach_context
+detach_token = _telemetry.detach_token
 
 
 def context_with_span(span: Span, context: otel_context.Context) -> otel_context.Context:
@@ -98,37 +73,110 @@ def context_with_span(span: Span, context: otel_context.Context) -> otel_context
     return _Context({**context, _SPAN_KEY: span})
 
 
+# PlannedSpan and its subclasses (filled in as they are defined).
+_PLANNED_TYPES: set[type] = set()
+
+# One lock for every PlannedSpan's first id draw: rare (once per span, and
+# only for spans somebody looks inside), so no need for one lock per span.
+_draw_lock = threading.Lock()
+
+
+class PlannedSpan(NonRecordingSpan):
+    """The current span of work whose real span the drain thread builds later.
+
+    It stands in for the real span while the work runs, so spans made inside
+    hang under it.  Its trace id, flags and trace state are known at once (the
+    parent's; a root's are drawn when it is planned).  Its span id is drawn
+    only when somebody first asks for its context (a child span, a log
+    correlation, the drain thread building it): a hop nobody looks inside (a
+    WSGI ``send``, most ORM calls) pays for neither an id nor a ``SpanContext``
+    on the traced thread.
+
+    Not created directly: :func:`plan_span` fills one in (a :class:`Hop` is
+    one; so is a WSGI call's span).
+    """
+
+    __slots__ = ("_context", "trace_id", "trace_flags", "trace_state", "parent", "id_source")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _PLANNED_TYPES.add(cls)
+
+    # Filled in by plan_span.
+    _context: SpanContext | None
+    trace_id: int
+    trace_flags: TraceFlags
+    trace_state: Any
+    parent: PlannedSpan | SpanContext | None  # None: a root
+    id_source: _telemetry.ReplayIdGenerator
+
+    def get_span_context(self) -> SpanContext:
+        context = self._context
+        if context is None:
+            context = self._draw_span_id()
+        return context
+
+    def _draw_span_id(self) -> SpanContext:
+        # Any thread: the callee's (a child span), the drain thread's, the
+        # watchdog's.  Under a lock so that two first askers agree on one id.
+        with _draw_lock:
+            context = self._context
+            if context is None:
+                ids = self.id_source
+                # The SDK's default generator is random.getrandbits(64),
+                # retried on 0: called directly, one frame instead of three.
+                span_id = (_random.getrandbits(64) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_span_id()
+                context = self._context = _make_span_context(self.trace_id, span_id, self.trace_flags, self.trace_state)
+        return context
+
+    def parent_context(self) -> SpanContext:
+        """The parent's span context (invalid for a root); draws the parent's id if need be."""
+        return _telemetry.resolve_parent(self.parent)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.get_span_context()!r})"
+
+
+_PLANNED_TYPES.add(PlannedSpan)
+
+
 def plan_span(
+    span: PlannedSpan,
     tracer: Tracer,
     name: str,
     context: otel_context.Context,
     ids: _telemetry.ReplayIdGenerator,
     attributes: dict[str, Any] | None = None,
-) -> tuple[Span, SpanContext, int | None, bool]:
-    """Pick the ids of a span the drain thread will build later: ``(span, parent, root_trace_id, sampled)``.
+) -> bool:
+    """Fill in ``span`` as the child of the span current in ``context``; returns whether it is sampled.
 
-    ``span`` is a non-recording span with the planned ids, to make current
-    while the work runs; ``parent`` is the span context current in ``context``
-    (invalid for a root); ``root_trace_id`` is the new trace id of a root span,
-    else None.  The sampling decision is the one the drain thread's
-    ``start_span`` will reach: the parent's, or for a root the sampler's (for
-    the SDK's samplers it depends only on the trace id, name and attributes).
-    Shared by bridge hops and the WSGI span: on every traced hop, so written
-    for speed (see the probes below for the shortcuts it takes).
+    The sampling decision is the one the drain thread's ``start_span`` will
+    reach: the parent's, or for a root the sampler's (for the SDK's samplers it
+    depends only on the trace id, name and ``attributes``).  Shared by bridge
+    hops and the WSGI span, so on every traced hop: written for speed.
     """
-    parent_span: Any = context.get(_SPAN_KEY)
-    parent = parent_span.get_span_context() if parent_span is not None else INVALID_SPAN_CONTEXT
+    span._context = None
+    span.id_source = ids
+    parent: Any = context.get(_SPAN_KEY)
+    if type(parent) in _PLANNED_TYPES:  # not isinstance: Span is an ABC, and ABC checks are slow
+        # Nested hops (and every hop under a WSGI span): copy three fields, draw nothing.
+        span.parent = parent
+        span.trace_id = parent.trace_id
+        span.trace_state = parent.trace_state
+        flags = span.trace_flags = parent.trace_flags
+        return bool(flags & _SAMPLED_BIT)
+    parent_context = parent.get_span_context() if parent is not None else INVALID_SPAN_CONTEXT
     if _TUPLE_SPAN_CONTEXT:
-        trace_id, _span_id, _remote, flags, trace_state, valid = parent
+        trace_id, _span_id, _remote, flags, trace_state, valid = parent_context
     else:  # pragma: no cover - a future API whose SpanContext is not the tuple it is today
-        trace_id, flags, trace_state, valid = parent.trace_id, parent.trace_flags, parent.trace_state, parent.is_valid
+        trace_id, flags = parent_context.trace_id, parent_context.trace_flags
+        trace_state, valid = parent_context.trace_state, parent_context.is_valid
     if valid:
-        root_trace_id = None
+        span.parent = parent_context
     else:
-        # As for span ids below: the SDK's default is getrandbits(128), retried on 0.
-        root_trace_id = trace_id = (
-            _random.getrandbits(128) if type(ids.inner) is _RandomIdGenerator else 0
-        ) or ids.new_trace_id()
+        span.parent = None
+        # As for span ids: the SDK's default is getrandbits(128), retried on 0.
+        trace_id = (_random.getrandbits(128) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_trace_id()
         random_ids = type(ids.inner) is _RandomIdGenerator or ids.is_trace_id_random()
         if _telemetry.samples_all_roots():
             # As the SDK's start_span does for a root (and the drain thread for
@@ -145,16 +193,10 @@ def plan_span(
                 trace_state = _INVALID_TRACE_STATE
             if random_ids:
                 flags = TraceFlags(flags | _RANDOM_TRACE_ID_BIT)
-    # The SDK's default generator is random.getrandbits(64), retried on 0:
-    # called directly here, one Python frame instead of three.
-    span_id = (_random.getrandbits(64) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_span_id()
-    span_context = _make_span_context(trace_id, span_id, flags, trace_state)
-    if _PLAIN_NON_RECORDING_SPAN:
-        span = _object_new(NonRecordingSpan)
-        span._context = span_context
-    else:  # pragma: no cover - a future API with more to NonRecordingSpan.__init__
-        span = NonRecordingSpan(span_context)
-    return span, parent, root_trace_id, bool(flags & _SAMPLED_BIT)
+    span.trace_id = trace_id
+    span.trace_flags = flags
+    span.trace_state = trace_state
+    return bool(flags & _SAMPLED_BIT)
 
 
 # Set by tracebridge.instrumentation.census while a HopCensus counts hops for
@@ -183,9 +225,8 @@ try:
 except Exception:  # pragma: no cover - a future API that is not a tuple
     _make_span_context = _span_context_slow
 
-# Probes for plan_span's shortcuts, each checked against the API's own behaviour.
-# SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid):
-# one unpacking instead of four property calls.
+# SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
+# is_valid): plan_span unpacks it once instead of four property calls.  Checked here.
 try:
     _probe_context = SpanContext(1, 2, False, _SAMPLED, _INVALID_TRACE_STATE)
     _TUPLE_SPAN_CONTEXT = isinstance(_probe_context, tuple) and tuple(_probe_context) == (
@@ -194,46 +235,54 @@ try:
     ) and tuple(INVALID_SPAN_CONTEXT)[5] is INVALID_SPAN_CONTEXT.is_valid
 except Exception:  # pragma: no cover
     _TUPLE_SPAN_CONTEXT = False
-# NonRecordingSpan.__init__ only stores the context in ``_context``.
 _object_new = object.__new__
-try:
-    _probe_span = _object_new(NonRecordingSpan)
-    _probe_span._context = _probe_context
-    _PLAIN_NON_RECORDING_SPAN = (
-        _probe_span.get_span_context() is _probe_context
-        and vars(NonRecordingSpan(_probe_context)) == vars(_probe_span)
-    )
-except Exception:  # pragma: no cover
-    _PLAIN_NON_RECORDING_SPAN = False
 _SAMPLED_BIT = int(TraceFlags.SAMPLED)
 _RANDOM_TRACE_ID_BIT = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))  # W3C level 2; older APIs: no bit
 _SAMPLED_RANDOM = TraceFlags(_SAMPLED | _RANDOM_TRACE_ID_BIT)
 
+_DIRECTIONS = {
+    semconv.SYNC_TO_ASYNC: semconv.DIRECTION_SYNC_TO_ASYNC,
+    semconv.ASYNC_TO_SYNC: semconv.DIRECTION_ASYNC_TO_SYNC,
+}
 
-class Hop:
-    """One sync→async or async→sync call, while it is in flight."""
+
+class Hop(PlannedSpan):
+    """One sync→async or async→sync call, while it is in flight.
+
+    With an SDK tracer the hop is its own span (``hop.span is hop``): the
+    :class:`PlannedSpan` made current in the callee.  With any other tracer
+    ``span`` is a real span made on the spot.
+
+    The call's facts are raw fields (``executor_kind``, ``loop_id``...), not an
+    attribute dict: the dict is built on the drain thread
+    (:meth:`span_attributes`).  ``attributes`` holds extra ones (:meth:`note`).
+    """
 
     __slots__ = (
         "span",
-        "context",
+        "callee_context",
         "tracer",
         "name",
-        "direction",
         "func",
         "_function",
-        "attributes",
-        "parent",
-        "ids",
-        "root_trace_id",
         "sampled",
         "submit_ns",
         "start_ns",
         "end_ns",
+        "caller",
         "thread",
+        # What the call chose; None when it does not apply.
+        "thread_sensitive",
+        "executor_kind",
+        "executor_id",
+        "loop_id",
+        "loop_route",
+        "attributes",
+        # Set when the work goes through a single-thread executor: the hop
+        # records that executor's handoff itself (it holds every timestamp).
         "handoff_kind",
         "handoff_end_ns",
-        "executor_id",
-        "caller",
+        "error",
         # Span events learnt while the hop is in flight (the watchdog's
         # reports); unset until the first one, so the hot path never writes it.
         "events",
@@ -244,18 +293,15 @@ class Hop:
         cls,
         tracer: Tracer,
         name: str,
-        direction: str,
         func: object,
-        attributes: dict[str, Any],
         executor: object = None,
     ) -> Hop | None:
         """Start the hop on the calling thread; None if tracing is suppressed or fails.
 
-        ``attributes`` are the call-specific ones (executor kind...); the hop
-        adds the common ones when the span is built.  ``executor`` is only for
-        the live flow model (:mod:`tracebridge.flow`): the executor a
-        ``sync_to_async`` call was submitted to, or the CurrentThreadExecutor an
-        ``async_to_sync`` caller serves.
+        The caller then fills in what it chose (``executor_kind``...).
+        ``executor`` is only for the live flow model (:mod:`tracebridge.flow`):
+        the executor a ``sync_to_async`` call was submitted to, or the
+        CurrentThreadExecutor an ``async_to_sync`` caller serves.
         """
         try:
             ctx = current_context()
@@ -265,27 +311,26 @@ class Hop:
             hop.caller = _current_thread()
             hop.tracer = tracer
             hop.name = name
-            hop.direction = direction
             hop.func = func
-            hop._function = None
-            hop.attributes = attributes
+            hop._function = hop.attributes = hop.thread = hop.handoff_kind = hop.error = None
+            hop.thread_sensitive = hop.executor_kind = hop.executor_id = hop.loop_id = hop.loop_route = None
             hop.start_ns = hop.end_ns = 0
-            hop.thread = None
-            # Set when the work goes through a single-thread pool that cannot
-            # record its own handoffs (CurrentThreadExecutors record theirs).
-            hop.handoff_kind = None
             hop.submit_ns = time_ns()
-            ids = hop.ids = _telemetry.replay_ids()
+            ids = _telemetry.replay_ids()
             if ids is None:
+                # Not an SDK tracer: a real span now, its attributes set at close.
+                span = hop.span = tracer.start_span(name, start_time=hop.submit_ns)
+                hop._context = context = span.get_span_context()
+                hop.trace_id, hop.trace_flags, hop.trace_state = context.trace_id, context.trace_flags, context.trace_state
+                hop.parent = None
                 hop.sampled = True
-                hop.context = None
-                hop.span = tracer.start_span(name, attributes=hop.span_attributes(), start_time=hop.submit_ns)
+                hop.callee_context = None
             else:
-                span, hop.parent, hop.root_trace_id, hop.sampled = plan_span(tracer, name, ctx, ids)
-                hop.span = span
+                hop.sampled = plan_span(hop, tracer, name, ctx, ids)
+                hop.span = hop
                 # The callee runs in a copy of this very context, so the context
                 # to make current there can be built now, once (context_with_span, inlined).
-                hop.context = _Context({**ctx, _SPAN_KEY: span})
+                hop.callee_context = _Context({**ctx, _SPAN_KEY: hop})
             flow = _telemetry.flow
             if flow is not None:  # the live flow model is on (rare): register the hop in flight
                 flow.hop_opened(hop, executor)
@@ -295,6 +340,11 @@ class Hop:
             return None
 
     @property
+    def direction(self) -> str:
+        """:data:`~semconv.DIRECTION_SYNC_TO_ASYNC` or :data:`~semconv.DIRECTION_ASYNC_TO_SYNC`."""
+        return _DIRECTIONS.get(self.name, self.name)
+
+    @property
     def function(self) -> str:
         """``module.QualName`` of the called function (computed once, when first asked)."""
         function = self._function
@@ -302,11 +352,16 @@ class Hop:
             function = self._function = _telemetry.function_name(self.func)
         return function
 
+    @property
+    def route(self) -> str:
+        """How the call chose its thread: the executor kind, else the loop route ('' before it is known)."""
+        return str(self.executor_kind or self.loop_route or "")
+
     def note(self, attributes: dict[str, Any]) -> None:
         """Add attributes learnt while the hop runs (any thread)."""
         try:
-            if self.ids is None:
-                self.span.set_attributes(attributes)
+            if self.attributes is None:
+                self.attributes = dict(attributes)
             else:
                 self.attributes.update(attributes)
         except Exception:
@@ -320,7 +375,7 @@ class Hop:
         if flow is not None:  # flow model on: an async_to_sync callee names its task and loop
             flow.hop_started(self)
         try:
-            context = self.context
+            context = self.callee_context
             if context is None:
                 context = otel_trace.set_span_in_context(self.span)
             return attach_context(context)
@@ -338,9 +393,7 @@ class Hop:
             # thread only now (after the bridge's own bookkeeping), so the
             # hop's run strictly nests inside it on a timeline.
             self.handoff_end_ns = handoff_end_ns = time_ns()
-            _telemetry.deferred.record(
-                _build_handoff, self.tracer, self.span.get_span_context(), self.submit_ns, handoff_end_ns, self
-            )
+            _telemetry.deferred.record(_build_handoff, self.tracer, self.span, self.submit_ns, handoff_end_ns, self)
 
     def close(self, exc: BaseException | None) -> None:
         """Caller side, once the result (or exception) is back: the hop is over."""
@@ -352,12 +405,13 @@ class Hop:
             observer = on_close
             if observer is not None:
                 observer(self)
-            if self.ids is None:
-                _telemetry.end_span(self.span, exc, self.timing_attributes())
+            if self.span is not self:
+                _telemetry.end_span(self.span, exc, self.span_attributes())
                 return
             if self.sampled:
-                error = _telemetry.describe_error(exc) if exc is not None else None
-                _telemetry.deferred.record(_build_hop, self.tracer, self.parent, self.submit_ns, end_ns, (self, error))
+                if exc is not None:
+                    self.error = _telemetry.describe_error(exc)
+                _telemetry.deferred.record(_build_hop, self.tracer, self.parent, self.submit_ns, end_ns, self)
         except Exception:
             _telemetry.tracing_failed("closing a hop span")
 
@@ -367,37 +421,42 @@ class Hop:
     def span_attributes(self) -> dict[str, Any]:
         """Every attribute of the hop's span, as far as the hop has got."""
         caller = self.caller
-        attributes = {
+        attributes: dict[str, Any] = {
             semconv.DIRECTION: self.direction,
             semconv.CODE_FUNCTION_NAME: self.function,
             semconv.CALLER_THREAD_ID: caller.ident,
             semconv.CALLER_THREAD_NAME: caller.name,
         }
-        attributes.update(self.attributes)
-        attributes.update(self.timing_attributes())
-        return attributes
-
-    def timing_attributes(self) -> dict[str, Any]:
-        """The executing thread, queue wait and run time (empty before the callee started)."""
+        if self.thread_sensitive is not None:
+            attributes[semconv.THREAD_SENSITIVE] = self.thread_sensitive
+        if self.executor_kind is not None:
+            attributes[semconv.EXECUTOR_KIND] = self.executor_kind
+        if self.executor_id is not None:
+            attributes[semconv.EXECUTOR_ID] = self.executor_id
+        if self.loop_id is not None:
+            attributes[semconv.LOOP_ID] = self.loop_id
+        route = self.loop_route
+        if route is not None:
+            attributes[semconv.LOOP_ROUTE] = route
+            attributes[semconv.LOOP_NEW] = route != semconv.LOOP_ROUTE_PARENT_LOOP
+        if self.attributes:
+            attributes.update(self.attributes)
         thread = self.thread
-        if thread is None:
-            return {}
-        timing: dict[str, Any] = {
-            semconv.THREAD_ID: thread.ident,
-            semconv.THREAD_NAME: thread.name,
-            semconv.QUEUE_WAIT_MS: (self.start_ns - self.submit_ns) / 1e6,
-        }
-        if self.end_ns:
-            timing[semconv.RUN_TIME_MS] = (self.end_ns - self.start_ns) / 1e6
-        return timing
+        if thread is not None:
+            attributes[semconv.THREAD_ID] = thread.ident
+            attributes[semconv.THREAD_NAME] = thread.name
+            attributes[semconv.QUEUE_WAIT_MS] = (self.start_ns - self.submit_ns) / 1e6
+            if self.end_ns:
+                attributes[semconv.RUN_TIME_MS] = (self.end_ns - self.start_ns) / 1e6
+        return attributes
 
     # ------------------------------------------------------------------
     # For the watchdog (its own thread, while the hop may still be in flight).
 
-    def add_event(self, name: str, attributes: dict[str, Any], time_ns_: int) -> None:
+    def add_event(self, name: str, attributes: dict[str, Any], time_ns_: int) -> None:  # type: ignore[override]
         """Put an event on the hop's span: at once on a live span, else when the span is built."""
         try:
-            if self.ids is None:
+            if self.span is not self:
                 self.span.add_event(name, attributes, timestamp=time_ns_)
                 return
             try:
@@ -416,23 +475,23 @@ class Hop:
         tracer made on the spot, or an unsampled trace).
         """
         try:
-            if self.ids is None or not self.sampled:
+            if self.span is not self or not self.sampled:
                 return False
             return _telemetry.record_partial(
-                self.tracer, self.name, self.parent, self.root_trace_id,
-                self.span.get_span_context().span_id, self.submit_ns, self.span_attributes(), events,
+                self.tracer, self.name, self.parent_context(), self.trace_id,
+                self.get_span_context().span_id, self.submit_ns, self.span_attributes(), events,
             )
         except Exception:
             _telemetry.tracing_failed("exporting a partial hop span")
             return False
 
 
-def _build_hop(payload: tuple[Hop, Any]) -> tuple[Any, ...]:
-    hop, error = payload
+def _build_hop(hop: Hop) -> tuple[Any, ...]:
+    # On the drain thread: (name, attributes, ids, root trace id, span id, error, events).
     events = getattr(hop, "events", None)  # watchdog reports, if any
     return (
-        hop.name, hop.span_attributes(), hop.ids, hop.root_trace_id,
-        hop.span.get_span_context().span_id, error, events,
+        hop.name, hop.span_attributes(), hop.id_source, hop.trace_id if hop.parent is None else None,
+        hop.get_span_context().span_id, hop.error, events,
     )
 
 
@@ -442,7 +501,7 @@ def _build_handoff(hop: Hop) -> tuple[str, _telemetry.Attributes]:
     return semconv.HANDOFF, {
         semconv.CODE_FUNCTION_NAME: hop.function,
         semconv.EXECUTOR_KIND: hop.handoff_kind,  # type: ignore[dict-item]
-        semconv.EXECUTOR_ID: hop.executor_id,
+        semconv.EXECUTOR_ID: hop.executor_id or 0,
         semconv.QUEUED_THREAD_ID: caller.ident,  # type: ignore[dict-item]
         semconv.QUEUED_THREAD_NAME: caller.name,
         semconv.THREAD_ID: thread.ident,  # type: ignore[union-attr]

@@ -42,6 +42,8 @@ from opentelemetry.trace import (
     Tracer,
     TracerProvider,
 )
+from opentelemetry.trace import INVALID_SPAN_CONTEXT
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import semconv
 
@@ -65,6 +67,9 @@ logger = logging.getLogger("tracebridge")
 
 AttributeValue = str | bool | int | float
 Attributes = Mapping[str, AttributeValue]
+# A deferred span's parent: a span context, a span (resolved on the drain
+# thread, so a planned span draws its id only then), or None for a root.
+ParentRef = SpanContext | Span | None
 
 
 @dataclass
@@ -273,9 +278,69 @@ def function_name(func: object) -> str:
     return f"{module}.{qualname}" if module else str(qualname)
 
 
+def _attach_api(context: otel_context.Context) -> object:
+    return otel_context.attach(context)
+
+
+def _detach_api(token: object) -> None:
+    detach(token)
+
+
+# attach/detach of the current OpenTelemetry context, the callee side of every
+# hop and the WSGI span.  With the API's default runtime context (a ContextVar)
+# they are that ContextVar's set/reset: the API's attach/detach add three
+# Python calls around exactly that.  Any other runtime context goes through the API.
+try:
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    _runtime = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
+    if type(_runtime) is not ContextVarsRuntimeContext:
+        raise TypeError("not the default runtime context")
+    _context_var = _runtime._current_context
+    # get_current() is the ContextVar's get (its default is an empty Context).
+    if not isinstance(_context_var.get(), otel_context.Context):
+        raise TypeError("unexpected runtime context")
+    current_context: Callable[[], otel_context.Context] = _context_var.get
+    attach_context: Callable[[otel_context.Context], object] = _context_var.set
+    _reset = _context_var.reset
+
+    def detach_token(token: object) -> None:
+        """Undo :func:`attach_context` (swallows and logs a failure, as the API does)."""
+        try:
+            _reset(token)  # type: ignore[arg-type]
+        except Exception:
+            _detach_api(token)  # the API logs why (wrong context, token used twice...)
+
+except Exception:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
+    current_context = otel_context.get_current
+    attach_context = _attach_api
+    detach_token = _detach_api
+
+
 def current_span_context() -> SpanContext:
     """The span context current in this thread's context (invalid when none)."""
     return otel_trace.get_current_span().get_span_context()
+
+
+def current_parent() -> ParentRef:
+    """The span current in this thread's context, as a deferred span's ``parent`` (None: none).
+
+    Cheaper than :func:`current_span_context` on the hot path: a planned span
+    (a hop in flight) need not draw its id yet; the drain thread resolves it
+    with :func:`resolve_parent`.
+    """
+    return current_context().get(_SPAN_KEY)  # type: ignore[no-any-return]
+
+
+def resolve_parent(parent: ParentRef) -> SpanContext:
+    """The span context a deferred span's ``parent`` stands for (invalid for a root)."""
+    if parent is None:
+        return INVALID_SPAN_CONTEXT
+    if type(parent) is SpanContext:
+        return parent
+    if isinstance(parent, SpanContext):  # pragma: no cover - a SpanContext subclass
+        return parent
+    return parent.get_span_context()  # type: ignore[union-attr]
 
 
 def attach_span(span: Span) -> object:
@@ -448,7 +513,7 @@ class DeferredSpans:
         self,
         builder: SpanBuilder,
         tracer: Tracer,
-        parent: SpanContext,
+        parent: ParentRef,
         start_ns: int,
         end_ns: int,
         payload: Any,
@@ -497,6 +562,8 @@ class DeferredSpans:
                 except IndexError:
                     break
                 try:
+                    if type(parent) is not SpanContext:
+                        parent = resolve_parent(parent)
                     spec = builder(payload)
                     error = None
                     events = None
@@ -725,7 +792,7 @@ class _Submitting(threading.local):
     span and name the function rather than the bridge's internal wrapper.
     """
 
-    parent: SpanContext | None = None
+    parent: ParentRef = None
     function: str | None = None
     # True when the bridge's hop records the handoff span itself (it knows
     # every timestamp already): the executor then only keeps ``parent``, which
@@ -754,7 +821,7 @@ def _build_handoff(payload: tuple[Any, ...]) -> tuple[str, Attributes]:
 
 def record_handoff(
     tracer: Tracer,
-    parent: SpanContext,
+    parent: ParentRef,
     function: str,
     executor_kind: str,
     executor_id: int,

@@ -29,7 +29,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from opentelemetry.trace import SpanContext, Tracer
+from opentelemetry.trace import Tracer
 
 from . import _telemetry, semconv
 
@@ -101,7 +101,7 @@ class _WorkItem:
         # Set only when tracing was on at submit time (tracer is set last, so a
         # non-None tracer means parent and function are valid too).
         self.tracer: Tracer | None = None
-        self.parent: SpanContext | None = None
+        self.parent: _telemetry.ParentRef = None  # resolved when the span is built
         self.function: str | None = None
 
     def run(self) -> None:
@@ -282,7 +282,7 @@ class CurrentThreadExecutor(Executor):
                 item.parent = parent
                 return
             if parent is None:
-                parent = _telemetry.current_span_context()
+                parent = _telemetry.current_parent()
             function = submitting.function
             if function is None:
                 function = _telemetry.function_name(fn)

@@ -205,9 +205,8 @@ class FlowModel:
                 loop_key = _loop_key(entry[CALLER_LOOP])
             else:
                 executor_key = id(executor) if executor is not None else None
-                loop_key = _loop_key(entry[3]) or hop.attributes.get(semconv.LOOP_ID)
+                loop_key = _loop_key(entry[3]) or hop.loop_id
             thread = hop.thread
-            attributes = hop.attributes
             context = hop.span.get_span_context()
             info = HopInfo(
                 key=id(hop),
@@ -218,7 +217,7 @@ class FlowModel:
                 thread=ThreadRef(thread.ident or 0, thread.name) if thread is not None else None,
                 callee_task=id(callee_task) if callee_task is not None else None,
                 executor=executor_key,
-                route=str(attributes.get(semconv.EXECUTOR_KIND) or attributes.get(semconv.LOOP_ROUTE) or ""),
+                route=hop.route,
                 loop=loop_key,
                 submit_ns=hop.submit_ns,
                 start_ns=hop.start_ns,
@@ -324,7 +323,7 @@ class FlowModel:
                 executor = record[4]
                 if executor is not None and not isinstance(executor, CurrentThreadExecutor):
                     try:
-                        seen[id(executor)] = (weakref.ref(executor), record[2], str(record[1].attributes.get(semconv.EXECUTOR_KIND) or ""))
+                        seen[id(executor)] = (weakref.ref(executor), record[2], str(record[1].executor_kind or ""))
                     except TypeError:  # not weakly referenceable: shown only while in use
                         pass
             if records:
@@ -381,7 +380,7 @@ def _read_cte(
 
 def _work_info(item: Any, span_to_hop: dict[int, Any], placement: dict[Any, int], key: int) -> WorkInfo:
     parent = item.parent
-    hop = span_to_hop.get(parent.span_id) if parent is not None else None
+    hop = span_to_hop.get(_telemetry.resolve_parent(parent).span_id) if parent is not None else None
     if hop is not None:
         placement[hop] = key
     function = item.function or _telemetry.function_name(item.fn)
@@ -596,7 +595,6 @@ def _read_finished(ring: Any, since: int, limit: int) -> tuple[tuple[FinishedHop
     for seq, hop, close, error, _executor in fresh:
         submit, start, end = hop.submit_ns, hop.start_ns, hop.end_ns
         thread = hop.thread
-        attributes = hop.attributes
         hops.append(
             FinishedHop(
                 seq=seq,
@@ -604,7 +602,7 @@ def _read_finished(ring: Any, since: int, limit: int) -> tuple[tuple[FinishedHop
                 function=hop.function,
                 caller=hop.caller.name,
                 thread=thread.name if thread is not None else "",
-                route=str(attributes.get(semconv.EXECUTOR_KIND) or attributes.get(semconv.LOOP_ROUTE) or ""),
+                route=hop.route,
                 queue_wait_ms=(start - submit) / 1e6 if start else (close - submit) / 1e6,
                 run_ms=(end - start) / 1e6 if start and end else 0.0,
                 total_ms=(close - submit) / 1e6,

@@ -187,7 +187,7 @@ def _record_access(
     """
     try:
         _telemetry.deferred.record(
-            _build_local_access, tracer, _telemetry.current_span_context(), start_ns, time_ns(),
+            _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
             (id(local), key, operation, thread_critical, found, _current_thread()),
         )
     except Exception:
@@ -286,7 +286,7 @@ class _DefaultLocal(Local):  # type: ignore[misc]  # Local is @final for users o
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
                 _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_span_context(), start_ns, time_ns(),
+                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
                     (id(self), key, _OP_GET, False, value is not _MISSING, _current_thread()),
                 )
             except Exception:
@@ -317,7 +317,7 @@ class _DefaultLocal(Local):  # type: ignore[misc]  # Local is @final for users o
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
                 _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_span_context(), start_ns, time_ns(),
+                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
                     (id(self), key, _OP_SET, False, True, _current_thread()),
                 )
             except Exception:
@@ -342,7 +342,7 @@ class _DefaultLocal(Local):  # type: ignore[misc]  # Local is @final for users o
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
                 _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_span_context(), start_ns, time_ns(),
+                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
                     (id(self), key, _OP_DELETE, False, found, _current_thread()),
                 )
             except Exception:
@@ -381,7 +381,7 @@ class _ThreadCriticalLocal(Local):  # type: ignore[misc]  # Local is @final for 
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
                 _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_span_context(), start_ns, time_ns(),
+                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
                     (id(self), key, _OP_GET, True, value is not _MISSING, _current_thread()),
                 )
             except Exception:
@@ -407,7 +407,7 @@ class _ThreadCriticalLocal(Local):  # type: ignore[misc]  # Local is @final for 
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
                 _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_span_context(), start_ns, time_ns(),
+                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
                     (id(self), key, _OP_SET, True, True, _current_thread()),
                 )
             except Exception:
@@ -430,7 +430,7 @@ class _ThreadCriticalLocal(Local):  # type: ignore[misc]  # Local is @final for 
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
                 _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_span_context(), start_ns, time_ns(),
+                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
                     (id(self), key, _OP_DELETE, True, found, _current_thread()),
                 )
             except Exception:

@@ -293,10 +293,11 @@ class AsyncToSync(Generic[_P, _R]):
         tracer = _get_tracer()
         if tracer is not None:
             hop = Hop.open(
-                tracer, semconv.ASYNC_TO_SYNC, semconv.DIRECTION_ASYNC_TO_SYNC, self.awaitable,
-                {semconv.EXECUTOR_ID: id(current_executor)},
+                tracer, semconv.ASYNC_TO_SYNC, self.awaitable,
                 current_executor,  # for the flow model: this thread serves it while it waits
             )
+            if hop is not None:
+                hop.executor_id = id(current_executor)
         error: BaseException | None = None
         try:
             awaitable = self.main_wrap(
@@ -422,21 +423,9 @@ class AsyncToSync(Generic[_P, _R]):
 
 
 def _note_loop(hop: Hop, loop: asyncio.AbstractEventLoop, route: str) -> None:
-    if hop.ids is not None:
-        # The span is built later from hop.attributes (one per send of a WSGI
-        # response: written in place, no dict to build and merge).
-        attributes = hop.attributes
-        attributes[semconv.LOOP_ID] = id(loop)
-        attributes[semconv.LOOP_ROUTE] = route
-        attributes[semconv.LOOP_NEW] = route != semconv.LOOP_ROUTE_PARENT_LOOP
-        return
-    hop.note(
-        {
-            semconv.LOOP_ID: id(loop),
-            semconv.LOOP_ROUTE: route,
-            semconv.LOOP_NEW: route != semconv.LOOP_ROUTE_PARENT_LOOP,
-        }
-    )
+    # On the loop's thread, before the coroutine starts; read when the span is built.
+    hop.loop_id = id(loop)
+    hop.loop_route = route
 
 
 class SyncToAsync(Generic[_P, _R]):
@@ -556,20 +545,17 @@ class SyncToAsync(Generic[_P, _R]):
         tracer = _get_tracer()
         if tracer is not None:
             hop = Hop.open(
-                tracer, semconv.SYNC_TO_ASYNC, semconv.DIRECTION_SYNC_TO_ASYNC, self.func,
-                {
-                    semconv.THREAD_SENSITIVE: self._thread_sensitive,
-                    semconv.EXECUTOR_KIND: executor_kind,
-                    semconv.EXECUTOR_ID: id(executor if executor is not None else loop),
-                    semconv.LOOP_ID: id(loop),
-                },
+                tracer, semconv.SYNC_TO_ASYNC, self.func,
                 executor,  # for the flow model: whose queue the call waits in (None: the loop's default)
             )
             if hop is not None:
+                hop.thread_sensitive = self._thread_sensitive
+                hop.executor_kind = executor_kind
+                hop.executor_id = id(executor if executor is not None else loop)
+                hop.loop_id = id(loop)
                 # Single-thread executors' handoffs are recorded by the hop itself:
                 # it already holds every timestamp of the work item's trip.
                 hop.handoff_kind = _HANDOFF_KINDS.get(executor_kind)
-                hop.executor_id = id(executor)
         runner = functools.partial(context.run, _run_callee, hop)
 
         error: BaseException | None = None
@@ -581,7 +567,7 @@ class SyncToAsync(Generic[_P, _R]):
                 # run_in_executor, on this thread, and reads `submitting` to note
                 # the parent (the flow model matches queued items to hops by it).
                 submitting = _telemetry.submitting
-                submitting.parent = hop.span.get_span_context()  # type: ignore[union-attr]
+                submitting.parent = hop.span  # type: ignore[union-attr]
                 submitting.by_hop = True
             try:
                 exec_future = loop.run_in_executor(executor, work)

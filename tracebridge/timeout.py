@@ -26,7 +26,7 @@ import warnings
 from types import TracebackType
 from typing import Any
 
-from opentelemetry.trace import SpanContext, Tracer
+from opentelemetry.trace import Tracer
 
 from . import _telemetry, semconv
 
@@ -99,8 +99,8 @@ class timeout:
         self._cancelled = False
         self._cancel_handler: asyncio.Handle | None = None
         self._cancel_at: float | None = None
-        # (tracer, parent span context, entry time_ns) when tracing was on at entry.
-        self._trace: tuple[Tracer, SpanContext, int] | None = None
+        # (tracer, parent span, entry time_ns) when tracing was on at entry.
+        self._trace: tuple[Tracer, _telemetry.ParentRef, int] | None = None
 
     def __enter__(self) -> timeout:
         __traceback_hide__ = True  # noqa: F841
@@ -161,7 +161,7 @@ class timeout:
     def _capture_trace(self, tracer: Tracer) -> None:
         # Loop thread, entering the block: remember the parent and the start.
         try:
-            self._trace = (tracer, _telemetry.current_span_context(), _clock())
+            self._trace = (tracer, _telemetry.current_parent(), _clock())
         except Exception:
             _telemetry.tracing_failed("timeout enter")
 
@@ -194,7 +194,7 @@ class timeout:
         _record_expiry_span(tracer, parent, entered_ns, self._timeout, task)
 
 
-def _record_expiry_span(tracer: Tracer, parent: SpanContext, entered_ns: int, limit_s: float, task: asyncio.Task[Any]) -> None:
+def _record_expiry_span(tracer: Tracer, parent: _telemetry.ParentRef, entered_ns: int, limit_s: float, task: asyncio.Task[Any]) -> None:
     """Record one expiry span: a block entered at ``entered_ns`` under ``parent`` just cancelled ``task``.
 
     Called on the loop thread by the timer callback, right after the

@@ -40,11 +40,13 @@ from urllib.parse import unquote_plus
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Status, StatusCode, Tracer
+from opentelemetry.trace import NonRecordingSpan, Span, Status, StatusCode, Tracer
 
 from . import _telemetry, semconv
-from ._hop import attach_context, context_with_span, current_context, detach_token, plan_span
+from ._hop import _SAMPLED_BIT, PlannedSpan, attach_context, context_with_span, current_context, detach_token, plan_span
 from .sync import AsyncToSync, sync_to_async
+
+_object_new = object.__new__
 
 __all__ = [
     "DEFAULT_REDACTED_KEYS",
@@ -203,7 +205,7 @@ def _application_name(application: object) -> str:
     return name
 
 
-class _WsgiTrace:
+class _WsgiTrace(PlannedSpan):
     """The span of one call plus what the sync thread noted for it.
 
     The sync thread only writes plain fields; the loop thread reads them after
@@ -211,55 +213,31 @@ class _WsgiTrace:
     thread touches the span.
 
     **Built off the hot path** (as bridge hops are): with an SDK tracer the
-    call picks its span ids up front and makes a non-recording span with those
-    ids current, so the hop into the sync thread parents to it; a successful
-    call then leaves one record to the deferred buffer, whose drain thread
-    builds the real span with the same ids, times and attributes.  A call that
-    failed (or answered 5xx) builds its span on the spot, still with the same
-    ids, so its status and exception are recorded exactly.
+    trace is itself the current span while the call runs (a
+    :class:`~tracebridge._hop.PlannedSpan`), so the hop into the sync thread
+    parents to it; a successful call then leaves one record to the deferred
+    buffer, whose drain thread builds the real span with the same ids, times
+    and attributes.  Even the request attributes are read from the scope there
+    (servers do not change a scope once the application has it), unless the
+    sampler must see them first.  A call that failed (or answered 5xx) builds
+    its span on the spot, still with the same ids, so its status and exception
+    are recorded exactly.
     """
 
-    __slots__ = (
-        "span",
-        "token",
-        "tracer",
-        "ids",
-        "parent",
-        "root_trace_id",
-        "attributes",
-        "start_ns",
-        "capture",
-        "request_bytes",
-        "thread",
-        "status",
-        "first_byte_ns",
-        "response_headers",
-        "response_bytes",
-        "chunks",
-        "closed",
-        "ran_app",
-        "rejected",
-    )
+    __slots__ = ("span", "token", "tracer", "start_ns", "capture", "scope", "application", "attributes")
 
-    def __init__(self, tracer: Tracer, attributes: dict[str, Any], start_ns: int, capture: HttpCapture) -> None:
-        self.tracer = tracer
-        self.attributes = attributes
-        self.start_ns = start_ns
-        self.capture = capture
-        self.ids: _telemetry.ReplayIdGenerator | None = None
-        self.parent: SpanContext | None = None
-        self.root_trace_id: int | None = None
-        self.token: object = None
-        self.request_bytes: int | None = None
-        self.thread: threading.Thread | None = None
-        self.status: int | None = None
-        self.first_byte_ns = 0
-        self.response_headers: Iterable[tuple[bytes, bytes]] | None = None
-        self.response_bytes = 0
-        self.chunks = 0
-        self.closed = False
-        self.ran_app = False
-        self.rejected: BaseException | None = None
+    # Noted by the sync thread as the call goes.  Class-level defaults: a
+    # request writes only the fields that happen to it.
+    request_bytes: int | None = None
+    thread: threading.Thread | None = None
+    status: int | None = None
+    first_byte_ns = 0
+    response_headers: Iterable[tuple[bytes, bytes]] | None = None
+    response_bytes = 0
+    chunks = 0
+    closed = False
+    ran_app = False
+    rejected: BaseException | None = None
 
     @classmethod
     def open(cls, tracer: Tracer, scope: object, application: object) -> _WsgiTrace | None:
@@ -267,18 +245,28 @@ class _WsgiTrace:
             context = current_context()
             if context.get(_SUPPRESS_KEY):
                 return None  # an exporter or another instrumentation asked for silence
-            capture = _capture
-            attributes = _scope_attributes(scope, capture)
-            attributes[semconv.WSGI_APPLICATION] = _application_name(application)
-            trace = cls(tracer, attributes, time_ns(), capture)
-            ids = trace.ids = _telemetry.replay_ids()
-            if ids is None:  # not an SDK tracer: a real span now
-                trace.span = tracer.start_span(semconv.WSGI_CALL, attributes=attributes, start_time=trace.start_ns)
+            trace = _object_new(cls)
+            trace.tracer = tracer
+            trace.start_ns = time_ns()
+            trace.capture = _capture
+            trace.scope = scope
+            trace.application = application
+            trace.token = None
+            ids = _telemetry.replay_ids()
+            if ids is None or not _telemetry.samples_all_roots() or not _scope_is_plain(scope):
+                # A sampler may look at them, a real span wants them now, or the
+                # scope is unusual enough to be read right away.
+                attributes = trace.attributes = trace.start_attributes()
             else:
-                # The ids the real span will get later, planned as a hop plans its own.
-                trace.span, trace.parent, trace.root_trace_id, _sampled = plan_span(
-                    tracer, semconv.WSGI_CALL, context, ids, attributes
-                )
+                attributes = trace.attributes = None
+            if ids is None:  # not an SDK tracer: a real span now
+                span = trace.span = tracer.start_span(semconv.WSGI_CALL, attributes=attributes, start_time=trace.start_ns)
+                span_context = trace._context = span.get_span_context()
+                trace.trace_id, trace.trace_flags = span_context.trace_id, span_context.trace_flags
+                trace.trace_state, trace.parent = span_context.trace_state, None
+            else:
+                plan_span(trace, tracer, semconv.WSGI_CALL, context, ids, attributes)
+                trace.span = trace
             # Current for the rest of the call, so the hop into the sync
             # thread (and every send's hop back) become children of this span.
             trace.token = attach_context(context_with_span(trace.span, context))
@@ -287,36 +275,44 @@ class _WsgiTrace:
             _telemetry.tracing_failed("opening a WSGI span")
             return None
 
+    def start_attributes(self) -> dict[str, Any]:
+        """The attributes known when the call began (from the scope)."""
+        attributes = _scope_attributes(self.scope, self.capture)
+        attributes[semconv.WSGI_APPLICATION] = _application_name(self.application)
+        return attributes
+
     def close(self, error: BaseException | None) -> None:
         # Detach first: this runs on the loop thread, in the task's context.
         detach_token(self.token)
         try:
             end_ns = time_ns()
-            attributes = self.attributes
             if error is None:
                 error = self.rejected
             status = self.status
             # A 5xx the application answered with itself is an error per the
             # HTTP conventions, typed by its status code.
             status_error = error is None and status is not None and status >= 500
-            if self.ids is None:
+            if self.span is not self:
                 self._end_now(self.span, error, status_error)
                 return
-            if not self.span.get_span_context().trace_flags.sampled:
+            if not self.trace_flags & _SAMPLED_BIT:
                 return
             if error is None and not status_error:
-                # The end attributes are computed on the drain thread: every
-                # field they read is final now (the sync thread is done).
+                # The attributes are computed on the drain thread: every field
+                # they read is final now (the sync thread is done).
                 _telemetry.deferred.record(_build_wsgi_span, self.tracer, self.parent, self.start_ns, end_ns, self)
                 return
+            attributes = self.attributes
+            if attributes is None:
+                attributes = self.attributes = self.start_attributes()
             attributes.update(self._end_attributes())
             # Failures are rare: build the real span here, with the planned ids.
-            parent = self.parent
+            parent = self.parent_context()
             context = otel_context.Context()
-            if parent is not None and parent.is_valid:
+            if parent.is_valid:
                 context = otel_trace.set_span_in_context(NonRecordingSpan(parent), context)
-            ids = self.ids
-            ids.replay(self.root_trace_id, self.span.get_span_context().span_id)
+            ids = self.id_source
+            ids.replay(self.trace_id if self.parent is None else None, self.get_span_context().span_id)
             try:
                 span = self.tracer.start_span(
                     semconv.WSGI_CALL, context=context, attributes=attributes, start_time=self.start_ns
@@ -329,7 +325,7 @@ class _WsgiTrace:
             _telemetry.tracing_failed("closing a WSGI span")
 
     def _end_now(self, span: Span, error: BaseException | None, status_error: bool) -> None:
-        attributes = {} if self.ids is not None else self._end_attributes()
+        attributes = {} if self.span is self else self._end_attributes()
         if status_error:
             attributes[semconv.ERROR_TYPE] = str(self.status)
             span.set_status(Status(StatusCode.ERROR))
@@ -364,15 +360,25 @@ class _WsgiTrace:
 def _build_wsgi_span(trace: _WsgiTrace) -> tuple[Any, ...]:
     # On the drain thread: (name, attributes, ids, root trace id, span id, error).
     attributes = trace.attributes
+    if attributes is None:
+        attributes = trace.start_attributes()
     attributes.update(trace._end_attributes())
     return (
         semconv.WSGI_CALL,
         attributes,
-        trace.ids,
-        trace.root_trace_id,
-        trace.span.get_span_context().span_id,
+        trace.id_source,
+        trace.trace_id if trace.parent is None else None,
+        trace.get_span_context().span_id,
         None,
     )
+
+
+def _scope_is_plain(scope: object) -> bool:
+    # A dict whose headers can be read again later (not a one-shot iterator).
+    return type(scope) is dict and type(scope.get("headers")) in _REREADABLE
+
+
+_REREADABLE = (list, tuple, type(None))
 
 
 def _scope_attributes(scope: object, capture: HttpCapture) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
-from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext, Tracer
+from opentelemetry.trace import SpanContext, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .. import _telemetry, semconv
@@ -239,7 +239,6 @@ def _resolve_context_executor(hop: Hop) -> None:
         executor = s2a_cls.context_to_thread_executor.get(context) if context is not None else None
         if executor is not None:
             hop.executor_id = id(executor)
-            hop.note({semconv.EXECUTOR_ID: id(executor)})
     except Exception:
         _telemetry.tracing_failed("resolving a context executor")
 
@@ -281,22 +280,19 @@ def _open_sync_to_async(s2a_cls: Any, a2s_cls: Any, tracer: Tracer, instance: An
         if choice is None:
             return None
         kind, executor = choice
-        attributes: dict[str, Any] = {
-            semconv.THREAD_SENSITIVE: bool(getattr(instance, "_thread_sensitive", True)),
-            semconv.EXECUTOR_KIND: kind,
-            semconv.LOOP_ID: id(loop),
-        }
-        if executor is not None or kind == semconv.EXECUTOR_LOOP_DEFAULT:
-            attributes[semconv.EXECUTOR_ID] = id(executor if executor is not None else loop)
         # executor: for the live flow model, whose queue the call waits in
         # (None: the loop's default, or a ThreadSensitiveContext's not made yet).
-        hop = Hop.open(
-            tracer, semconv.SYNC_TO_ASYNC, semconv.DIRECTION_SYNC_TO_ASYNC, instance.func, attributes, executor=executor
-        )
-        if hop is not None and kind in _POOL_KINDS:
+        hop = Hop.open(tracer, semconv.SYNC_TO_ASYNC, instance.func, executor=executor)
+        if hop is None:
+            return None
+        hop.thread_sensitive = bool(getattr(instance, "_thread_sensitive", True))
+        hop.executor_kind = kind
+        hop.loop_id = id(loop)
+        if executor is not None or kind == semconv.EXECUTOR_LOOP_DEFAULT:
+            hop.executor_id = id(executor if executor is not None else loop)
+        if kind in _POOL_KINDS:
             # The pool cannot record its own handoff; the hop does, as ours do.
             hop.handoff_kind = semconv.HANDOFF_EXECUTOR_THREAD_POOL
-            hop.executor_id = id(executor) if executor is not None else 0
         return hop
     except Exception:
         _telemetry.tracing_failed("opening an asgiref sync_to_async hop")
@@ -388,7 +384,7 @@ def _open_async_to_sync(s2a_cls: Any, a2s_cls: Any, tracer: Tracer, instance: An
     try:
         if _get_running_loop() is not None:
             return None  # asgiref raises "You cannot use AsyncToSync in the same thread as an async event loop"
-        hop = Hop.open(tracer, semconv.ASYNC_TO_SYNC, semconv.DIRECTION_ASYNC_TO_SYNC, instance.awaitable, {})
+        hop = Hop.open(tracer, semconv.ASYNC_TO_SYNC, instance.awaitable)
         if hop is None:
             return None
         # asgiref's rule for the parent loop: the loop of the sync_to_async
@@ -434,13 +430,8 @@ async def _run_awaitable(call: _A2SCall, awaitable: Any) -> Any:
         route = semconv.LOOP_ROUTE_SINGLE_THREAD_CONTEXT
     else:
         route = semconv.LOOP_ROUTE_NEW_LOOP
-    hop.note(
-        {
-            semconv.LOOP_ID: id(loop),
-            semconv.LOOP_ROUTE: route,
-            semconv.LOOP_NEW: route != semconv.LOOP_ROUTE_PARENT_LOOP,
-        }
-    )
+    hop.loop_id = id(loop)
+    hop.loop_route = route
     token = hop.started()
     try:
         return await awaitable
@@ -457,7 +448,7 @@ class _Handoff:
     """A work item's trace facts, taken by the submitting thread."""
 
     tracer: Tracer
-    parent: SpanContext
+    parent: _telemetry.ParentRef
     function: str
     queued_by: threading.Thread
     submitted_ns: int
@@ -477,10 +468,10 @@ def _submit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if hop is not None and not hop.start_ns:
             # The sync_to_async hop submitting right now: hang the handoff
             # under it and name the user's function, not asgiref's wrapper.
-            parent = hop.span.get_span_context()
+            parent = hop.span
             function = hop.function
         else:
-            parent = _telemetry.current_span_context()
+            parent = _telemetry.current_parent()
             function = _telemetry.function_name(fn)
         handoff = _Handoff(tracer, parent, function, _current_thread(), time_ns(), instance)
         args = (functools.partial(_run_handoff, handoff, fn), *args[1:])
@@ -521,7 +512,7 @@ def _run_until_future(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> An
     call = _A2S_CALL.get(None)
     if call is not None and not call.executor_noted:
         call.executor_noted = True
-        call.hop.note({semconv.EXECUTOR_ID: id(instance)})
+        call.hop.executor_id = id(instance)
     stack = _serving.stack
     stack.append(instance)
     try:
@@ -550,11 +541,10 @@ def _record_access(
     # access: the same record tracebridge.local._record_access makes (built
     # by the same _build_local_access), with the parent read in one call.
     try:
-        span = _current_otel_context().get(_SPAN_KEY)
         _telemetry.deferred.record(
             _build_local_access,
             tracer,
-            span.get_span_context() if span is not None else INVALID_SPAN_CONTEXT,
+            _current_otel_context().get(_SPAN_KEY),  # resolved on the drain thread
             start_ns,
             time_ns(),
             (id(local), key, operation, thread_critical, found, _current_thread()),
@@ -633,7 +623,7 @@ def _timeout_enter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     result = wrapped(*args, **kwargs)  # raises outside a task, before any timer exists
     if tracer is not None and getattr(instance, "_timeout", None) is not None:
         try:
-            _timeouts[instance] = (tracer, _telemetry.current_span_context(), entered_ns)
+            _timeouts[instance] = (tracer, _telemetry.current_parent(), entered_ns)
         except Exception:
             _telemetry.tracing_failed("asgiref timeout enter")
     return result

@@ -56,7 +56,7 @@ def _count_hop(hop: _hop.Hop) -> None:
     if not _roots:
         return  # no request span open (e.g. no ASGI middleware): nothing to count into
     try:
-        entry = _roots.get(hop.span.get_span_context().trace_id)
+        entry = _roots.get(hop.trace_id)
         if entry is not None:
             entry[1].append(hop)
     except Exception:
@@ -82,8 +82,7 @@ def _summary(tally: list[_hop.Hop]) -> dict[str, Any]:
 
 
 def _route(hop: _hop.Hop) -> str:
-    attributes = hop.attributes
-    return str(attributes.get(semconv.EXECUTOR_KIND) or attributes.get(semconv.LOOP_ROUTE) or "unknown")
+    return hop.route or "unknown"
 
 
 def _most_first(counts: Counter[str]) -> list[str]:
