@@ -110,6 +110,27 @@ END = {"type": "http.response.body"}
 # Behaviour, run against asgiref and tracebridge alike.
 
 
+async def test_wsgi_to_asgi_instance_subclass_run_wsgi_app_override_is_used(wsgi: ModuleType) -> None:
+    """Tests that a subclass overriding run_wsgi_app gets its override called (the method is looked up on self)."""
+    ran_on: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"body"]
+
+    class Instance(wsgi.WsgiToAsgiInstance):  # type: ignore[name-defined,misc]
+        @importlib.import_module(wsgi.__name__.replace(".wsgi", ".sync")).sync_to_async
+        def run_wsgi_app(self, body: Any) -> None:
+            ran_on.append("override")
+            wsgi.WsgiToAsgiInstance.__dict__["run_wsgi_app"].func(self, body)
+
+    async def application(scope: Any, receive: Any, send: Any) -> None:
+        await Instance(app)(scope, receive, send)
+
+    assert await serve(application, http_scope()) == [start(200), chunk(b"body"), END]
+    assert ran_on == ["override"]
+
+
 async def test_wsgi_to_asgi_basic_request_streams_each_chunk(wsgi: ModuleType) -> None:
     """Tests that repeated headers are joined and every chunk is its own body message."""
 

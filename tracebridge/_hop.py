@@ -264,29 +264,31 @@ class Hop(PlannedSpan):
         "tracer",
         "name",
         "func",
-        "_function",
         "sampled",
         "submit_ns",
-        "start_ns",
-        "end_ns",
         "caller",
-        "thread",
-        # What the call chose; None when it does not apply.
-        "thread_sensitive",
-        "executor_kind",
-        "executor_id",
-        "loop_id",
-        "loop_route",
-        "attributes",
-        # Set when the work goes through a single-thread executor: the hop
-        # records that executor's handoff itself (it holds every timestamp).
-        "handoff_kind",
-        "handoff_end_ns",
-        "error",
-        # Span events learnt while the hop is in flight (the watchdog's
-        # reports); unset until the first one, so the hot path never writes it.
-        "events",
     )
+
+    # Everything else is set only when it happens (class-level defaults: the
+    # hot path writes only what it learns).
+    _function: str | None = None
+    start_ns = 0
+    end_ns = 0
+    thread: threading.Thread | None = None
+    # What the call chose; None when it does not apply.
+    thread_sensitive: bool | None = None
+    executor_kind: str | None = None
+    executor_id: int | None = None
+    loop_id: int | None = None
+    loop_route: str | None = None
+    attributes: dict[str, Any] | None = None
+    # Set when the work goes through a single-thread executor: the hop
+    # records that executor's handoff itself (it holds every timestamp).
+    handoff_kind: str | None = None
+    handoff_end_ns = 0
+    error: tuple[str, str, str] | None = None
+    # Span events learnt while the hop is in flight (the watchdog's reports).
+    events: list[tuple[str, dict[str, Any], int]] | None = None
 
     @classmethod
     def open(
@@ -305,16 +307,13 @@ class Hop(PlannedSpan):
         """
         try:
             ctx = current_context()
-            if _SUPPRESS_KEY is not None and ctx.get(_SUPPRESS_KEY):
+            if ctx.get(_SUPPRESS_KEY):  # an exporter or another instrumentation asked for silence
                 return None
             hop = _object_new(cls)
             hop.caller = _current_thread()
             hop.tracer = tracer
             hop.name = name
             hop.func = func
-            hop._function = hop.attributes = hop.thread = hop.handoff_kind = hop.error = None
-            hop.thread_sensitive = hop.executor_kind = hop.executor_id = hop.loop_id = hop.loop_route = None
-            hop.start_ns = hop.end_ns = 0
             hop.submit_ns = time_ns()
             ids = _telemetry.replay_ids()
             if ids is None:
@@ -326,7 +325,18 @@ class Hop(PlannedSpan):
                 hop.sampled = True
                 hop.callee_context = None
             else:
-                hop.sampled = plan_span(hop, tracer, name, ctx, ids)
+                parent: Any = ctx.get(_SPAN_KEY)
+                if type(parent) in _PLANNED_TYPES:
+                    # A hop inside a hop (or a WSGI call): plan_span's first case, inlined.
+                    hop._context = None
+                    hop.id_source = ids
+                    hop.parent = parent
+                    hop.trace_id = parent.trace_id
+                    hop.trace_state = parent.trace_state
+                    flags = hop.trace_flags = parent.trace_flags
+                    hop.sampled = flags & _SAMPLED_BIT != 0
+                else:
+                    hop.sampled = plan_span(hop, tracer, name, ctx, ids)
                 hop.span = hop
                 # The callee runs in a copy of this very context, so the context
                 # to make current there can be built now, once (context_with_span, inlined).
@@ -459,9 +469,8 @@ class Hop(PlannedSpan):
             if self.span is not self:
                 self.span.add_event(name, attributes, timestamp=time_ns_)
                 return
-            try:
-                events = self.events
-            except AttributeError:
+            events = self.events
+            if events is None:
                 events = self.events = []
             events.append((name, attributes, time_ns_))
         except Exception:
@@ -488,7 +497,7 @@ class Hop(PlannedSpan):
 
 def _build_hop(hop: Hop) -> tuple[Any, ...]:
     # On the drain thread: (name, attributes, ids, root trace id, span id, error, events).
-    events = getattr(hop, "events", None)  # watchdog reports, if any
+    events = hop.events  # watchdog reports, if any
     return (
         hop.name, hop.span_attributes(), hop.id_source, hop.trace_id if hop.parent is None else None,
         hop.get_span_context().span_id, hop.error, events,
