@@ -356,16 +356,25 @@ def test_hop_with_non_sdk_tracer_records_a_live_span() -> None:
 
             return Proxy()
 
+    async def thread_sensitive_hop() -> None:
+        await sync_to_async(sample_function)()  # the global sync thread: a hop and its handoff
+
     tracebridge.set_tracer_provider(Wrapped())
     try:
         async_to_sync(sample_coroutine)()
+        asyncio.run(thread_sensitive_hop())
         tracebridge.flush()
     finally:
         tracebridge.set_tracer_provider(None)
-    (hop,) = exporter.get_finished_spans()
-    assert hop.name == semconv.ASYNC_TO_SYNC
-    assert hop.attributes[semconv.LOOP_ROUTE] == semconv.LOOP_ROUTE_NEW_LOOP
-    assert semconv.RUN_TIME_MS in hop.attributes
+    a2s, handoff, s2a = sorted(exporter.get_finished_spans(), key=lambda span: span.name)
+    assert a2s.name == semconv.ASYNC_TO_SYNC
+    assert a2s.attributes[semconv.LOOP_ROUTE] == semconv.LOOP_ROUTE_NEW_LOOP
+    assert semconv.RUN_TIME_MS in a2s.attributes
+    assert s2a.name == semconv.SYNC_TO_ASYNC
+    assert s2a.attributes[semconv.EXECUTOR_KIND] == semconv.EXECUTOR_GLOBAL_SYNC_THREAD
+    assert handoff.name == semconv.HANDOFF
+    assert handoff.parent is not None and handoff.parent.span_id == s2a.context.span_id
+    assert handoff.attributes[semconv.EXECUTOR_KIND] == semconv.HANDOFF_EXECUTOR_THREAD_POOL
 
 
 def _shape(spans: SpanRecorder) -> list[tuple[str, str | None, frozenset[str], StatusCode, tuple[str, ...]]]:

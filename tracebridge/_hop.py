@@ -286,6 +286,7 @@ class Hop(PlannedSpan):
     # records that executor's handoff itself (it holds every timestamp).
     handoff_kind: str | None = None
     handoff_end_ns = 0
+    close_ns = 0
     error: tuple[str, str, str] | None = None
     # Span events learnt while the hop is in flight (the watchdog's reports).
     events: list[tuple[str, dict[str, Any], int]] | None = None
@@ -398,12 +399,15 @@ class Hop(PlannedSpan):
         self.end_ns = time_ns()
         if token is not None:
             detach_token(token)
-        if self.handoff_kind is not None and self.sampled:
+        # Nothing refers to the callee's context any more: free it now rather
+        # than when the span is built (one object less for the GC to track).
+        self.callee_context = None
+        if self.handoff_kind is not None:
             # The work item's whole stay: queued at submit, off the executor's
             # thread only now (after the bridge's own bookkeeping), so the
-            # hop's run strictly nests inside it on a timeline.
-            self.handoff_end_ns = handoff_end_ns = time_ns()
-            _telemetry.deferred.record(_build_handoff, self.tracer, self.span, self.submit_ns, handoff_end_ns, self)
+            # hop's run strictly nests inside it on a timeline.  Its span is
+            # built with the hop's (see deferred_records).
+            self.handoff_end_ns = time_ns()
 
     def close(self, exc: BaseException | None) -> None:
         """Caller side, once the result (or exception) is back: the hop is over."""
@@ -417,13 +421,27 @@ class Hop(PlannedSpan):
                 observer(self)
             if self.span is not self:
                 _telemetry.end_span(self.span, exc, self.span_attributes())
+                if self.handoff_end_ns:
+                    _telemetry.deferred.record(
+                        _build_handoff, self.tracer, self.span, self.submit_ns, self.handoff_end_ns, self
+                    )
                 return
             if self.sampled:
                 if exc is not None:
                     self.error = _telemetry.describe_error(exc)
-                _telemetry.deferred.record(_build_hop, self.tracer, self.parent, self.submit_ns, end_ns, self)
+                self.close_ns = end_ns
+                # The hop itself is queued (no record tuple): it builds its
+                # span, and its executor handoff's, on the drain thread.
+                _telemetry.deferred.add(self, 2 if self.handoff_end_ns else 1)
         except Exception:
             _telemetry.tracing_failed("closing a hop span")
+
+    def deferred_records(self) -> tuple[tuple[Any, ...], ...]:
+        """On the drain thread: the hop's span record, after its handoff's if it had one."""
+        hop_record = (_build_hop, self.tracer, self.parent, self.submit_ns, self.close_ns, self)
+        if not self.handoff_end_ns:
+            return (hop_record,)
+        return ((_build_handoff, self.tracer, self, self.submit_ns, self.handoff_end_ns, self), hop_record)
 
     # ------------------------------------------------------------------
     # Attribute building: on the drain thread, or for a span made on the spot.

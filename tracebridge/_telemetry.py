@@ -26,7 +26,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
@@ -406,7 +406,15 @@ def ms(start_ns: int, end_ns: int) -> float:
 # A builder turns a record's payload tuple into (span name, attributes).
 # Hops' builders return a longer tuple: see DeferredSpans.drain.
 SpanBuilder = Callable[[Any], tuple[Any, ...]]
-_Record = tuple[SpanBuilder, Tracer, SpanContext, int, int, Any]
+_Record = tuple[SpanBuilder, Tracer, ParentRef, int, int, Any]
+
+
+class DeferredItem(Protocol):
+    """An object queued whole with :meth:`DeferredSpans.add`: it knows its own records."""
+
+    def deferred_records(self) -> Sequence[_Record]:
+        """Its ``(builder, tracer, parent, start_ns, end_ns, payload)`` records; called on the drain thread."""
+        ...
 
 _DEFAULT_CAPACITY = 1 << 18
 _DRAIN_INTERVAL_S = 0.2
@@ -495,7 +503,7 @@ class DeferredSpans:
 
     def __init__(self, capacity: int = _DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self._records: deque[_Record] = deque()
+        self._records: deque[_Record | DeferredItem] = deque()
         self._drain_lock = threading.Lock()  # one drainer at a time: keeps span order
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -520,18 +528,36 @@ class DeferredSpans:
     ) -> None:
         """Remember one span to build later.  Never blocks, never raises."""
         if len(self._records) >= self.capacity:
-            stats.deferred_dropped += 1
-            if "deferred-full" not in _warned:
-                _warned.add("deferred-full")
-                logger.warning(
-                    "tracebridge: deferred span buffer full (%d); dropping and counting "
-                    "(see tracebridge.stats().deferred_dropped)",
-                    self.capacity,
-                )
+            self._dropped(1)
             return
         self._records.append((builder, tracer, parent, start_ns, end_ns, payload))
         if self._thread is None:  # first record, or first since a fork (see _after_fork_in_child)
             self._start_thread()
+
+    def add(self, item: DeferredItem, spans: int = 1) -> None:
+        """Remember an object that describes its own span(s) when drained (see :class:`DeferredItem`).
+
+        Cheaper than :meth:`record` for an object that lives until then anyway
+        (a hop): no tuple is built on the hot path, so nothing more for the
+        garbage collector to track.  ``spans`` is how many it will make (for
+        the drop count).  Never blocks, never raises.
+        """
+        if len(self._records) >= self.capacity:
+            self._dropped(spans)
+            return
+        self._records.append(item)  # type: ignore[arg-type]
+        if self._thread is None:
+            self._start_thread()
+
+    def _dropped(self, spans: int) -> None:
+        stats.deferred_dropped += spans
+        if "deferred-full" not in _warned:
+            _warned.add("deferred-full")
+            logger.warning(
+                "tracebridge: deferred span buffer full (%d); dropping and counting "
+                "(see tracebridge.stats().deferred_dropped)",
+                self.capacity,
+            )
 
     def _start_thread(self) -> None:
         with self._drain_lock:
@@ -555,53 +581,64 @@ class DeferredSpans:
         """Turn every buffered record into a real span now; returns how many."""
         made = 0
         records = self._records
+        build = self._build
         with self._drain_lock:
             while True:
                 try:
-                    builder, tracer, parent, start_ns, end_ns, payload = records.popleft()
+                    record = records.popleft()
                 except IndexError:
                     break
+                if type(record) is tuple:
+                    made += build(record)
+                    continue
                 try:
-                    if type(parent) is not SpanContext:
-                        parent = resolve_parent(parent)
-                    spec = builder(payload)
-                    error = None
-                    events = None
-                    if len(spec) > 2:
-                        # A span whose ids were handed out already (a hop):
-                        # (name, attributes, ids, trace_id or None, span_id, error[, events]).
-                        name, attributes, ids, trace_id, span_id, error = spec[:6]
-                        if len(spec) > 6:
-                            events = spec[6]  # (name, attributes, time_ns) each, e.g. watchdog reports
-                    else:
-                        name, attributes = spec
-                        span_id = trace_id = None
-                    if self._emit_directly(
-                        tracer, parent, start_ns, end_ns, name, attributes, span_id, error, events, trace_id
-                    ):
-                        made += 1
-                        continue
-                    if span_id is not None:
-                        ids.replay(trace_id, span_id)
-                    span = tracer.start_span(
-                        name,
-                        context=self._parent_context(parent),
-                        attributes=attributes,
-                        start_time=start_ns,
-                    )
-                    if error is not None:
-                        _apply_error(span, *error)
-                    if events:
-                        for event_name, event_attributes, event_ns in events:
-                            span.add_event(event_name, event_attributes, timestamp=event_ns)
-                    span.end(end_time=end_ns)
-                    made += 1
+                    for each in record.deferred_records():  # type: ignore[attr-defined]
+                        made += build(each)
                 except Exception:
                     tracing_failed("deferred span")
             self._parents.clear()
             self._plumbing.clear()
         stats.deferred_exported += made
         return made
+
+    def _build(self, record: _Record) -> int:
+        # The drain thread: one record -> one span handed to the processors (1), or nothing (0).
+        try:
+            builder, tracer, parent, start_ns, end_ns, payload = record
+            if type(parent) is not SpanContext:
+                parent = resolve_parent(parent)
+            spec = builder(payload)
+            error = None
+            events = None
+            if len(spec) > 2:
+                # A span whose ids were handed out already (a hop):
+                # (name, attributes, ids, trace_id or None, span_id, error[, events]).
+                name, attributes, ids, trace_id, span_id, error = spec[:6]
+                if len(spec) > 6:
+                    events = spec[6]  # (name, attributes, time_ns) each, e.g. watchdog reports
+            else:
+                name, attributes = spec
+                span_id = trace_id = None
+            if self._emit_directly(tracer, parent, start_ns, end_ns, name, attributes, span_id, error, events, trace_id):
+                return 1
+            if span_id is not None:
+                ids.replay(trace_id, span_id)
+            span = tracer.start_span(
+                name,
+                context=self._parent_context(parent),
+                attributes=attributes,
+                start_time=start_ns,
+            )
+            if error is not None:
+                _apply_error(span, *error)
+            if events:
+                for event_name, event_attributes, event_ns in events:
+                    span.add_event(event_name, event_attributes, timestamp=event_ns)
+            span.end(end_time=end_ns)
+            return 1
+        except Exception:
+            tracing_failed("deferred span")
+            return 0
 
     def _emit_directly(
         self,
