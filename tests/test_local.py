@@ -898,7 +898,7 @@ def test_local_tracing_failure_is_swallowed(spans: Any, monkeypatch: pytest.Monk
     def broken_record(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("exporter exploded")
 
-    monkeypatch.setattr(_telemetry.deferred, "record", broken_record)
+    monkeypatch.setattr(_telemetry.deferred, "push", broken_record)
     errors_before = tracebridge.stats().tracing_errors
     local = Local()
     local.value = 1

@@ -293,6 +293,8 @@ async def test_tracing_off_records_nothing_and_calls_no_span_api(monkeypatch: py
 
     monkeypatch.setattr(tracebridge._hop.Hop, "open", forbidden)
     monkeypatch.setattr(_telemetry.deferred, "record", forbidden)
+    monkeypatch.setattr(_telemetry.deferred, "push", forbidden)
+    monkeypatch.setattr(_telemetry.deferred, "add", forbidden)
     await sync_to_async(sample_function)()
     await sync_to_async(sample_function, thread_sensitive=False)()
     assert len(_telemetry.deferred) == 0

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import random as _random
 import threading
+from types import FunctionType as _FunctionType
+from types import MethodType as _MethodType
 from collections.abc import Callable
 from time import time_ns
 from typing import Any
@@ -33,6 +35,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, SpanContext, TraceFlags, Tracer
 
 from . import _telemetry, semconv
+from .flow_snapshot import ThreadRef
 
 try:
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator as _RandomIdGenerator
@@ -56,6 +59,7 @@ except ImportError:  # pragma: no cover - very old opentelemetry-api
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 _current_thread = threading.current_thread
+_thread_ref = _telemetry.current_thread_ref
 _Context = otel_context.Context
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -274,7 +278,7 @@ class Hop(PlannedSpan):
     _function: str | None = None
     start_ns = 0
     end_ns = 0
-    thread: threading.Thread | None = None
+    thread: ThreadRef | None = None  # the callee's thread, once it started
     # What the call chose; None when it does not apply.
     thread_sensitive: bool | None = None
     executor_kind: str | None = None
@@ -311,7 +315,7 @@ class Hop(PlannedSpan):
             if ctx.get(_SUPPRESS_KEY):  # an exporter or another instrumentation asked for silence
                 return None
             hop = _object_new(cls)
-            hop.caller = _current_thread()
+            hop.caller = _thread_ref()
             hop.tracer = tracer
             hop.name = name
             hop.func = func
@@ -381,7 +385,7 @@ class Hop(PlannedSpan):
     def started(self) -> object | None:
         """Callee side, inside the callee's context: the work begins now, here."""
         self.start_ns = time_ns()
-        self.thread = _current_thread()
+        self.thread = _thread_ref()
         flow = _telemetry.flow
         if flow is not None:  # flow model on: an async_to_sync callee names its task and loop
             flow.hop_started(self)
@@ -430,11 +434,31 @@ class Hop(PlannedSpan):
                 if exc is not None:
                     self.error = _telemetry.describe_error(exc)
                 self.close_ns = end_ns
+                self._release_callee()
                 # The hop itself is queued (no record tuple): it builds its
                 # span, and its executor handoff's, on the drain thread.
                 _telemetry.deferred.add(self, 2 if self.handoff_end_ns else 1)
         except Exception:
             _telemetry.tracing_failed("closing a hop span")
+
+    def _release_callee(self) -> None:
+        # Caller side, at close.  The hop waits ~0.2 s for the drain thread;
+        # meanwhile its callee must not keep a request's objects alive (a
+        # bound method's instance, a closure's cells, a partial's arguments):
+        # they would outlive a few garbage collections and be promoted, and
+        # every later full collection would traverse them (Django: its
+        # response objects, its middleware closures).  Keep the name instead.
+        func = self.func
+        kind = type(func)
+        if kind is _FunctionType:
+            if func.__closure__ is None:  # type: ignore[attr-defined]
+                return  # a module-level function lives on anyway
+        elif kind is _MethodType:
+            self.func = func.__func__  # type: ignore[attr-defined]  # the same name, without the instance
+            return
+        if self._function is None:
+            self._function = _telemetry.function_name(func)
+        self.func = None
 
     def deferred_records(self) -> tuple[tuple[Any, ...], ...]:
         """On the drain thread: the hop's span record, after its handoff's if it had one."""

@@ -46,6 +46,7 @@ from opentelemetry.trace import INVALID_SPAN_CONTEXT
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import semconv
+from .flow_snapshot import ThreadRef
 
 __all__ = [
     "DeferredSpans",
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("tracebridge")
+_current_thread = threading.current_thread
 
 AttributeValue = str | bool | int | float
 Attributes = Mapping[str, AttributeValue]
@@ -317,6 +319,26 @@ except Exception:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
     detach_token = _detach_api
 
 
+_THREAD_REF_KEY = "_tracebridge_thread_ref"
+
+
+def current_thread_ref() -> ThreadRef:
+    """This thread as ``ThreadRef(ident, name)``, made once and cached on its Thread object.
+
+    What a deferred span keeps instead of the Thread: a finished thread's
+    Thread object (its locks, events and excepthook closure) must not outlive
+    the thread just because a span waits for the drain thread.  A rename is
+    noticed (the name is compared by identity).
+    """
+    thread = _current_thread()
+    state = thread.__dict__
+    ref = state.get(_THREAD_REF_KEY)
+    name = thread.name
+    if ref is None or ref.name is not name:
+        ref = state[_THREAD_REF_KEY] = ThreadRef(thread.ident or 0, name)
+    return ref  # type: ignore[no-any-return]
+
+
 def current_span_context() -> SpanContext:
     """The span context current in this thread's context (invalid when none)."""
     return otel_trace.get_current_span().get_span_context()
@@ -418,6 +440,13 @@ class DeferredItem(Protocol):
 
 _DEFAULT_CAPACITY = 1 << 18
 _DRAIN_INTERVAL_S = 0.2
+# The drain thread also wakes as soon as this many records wait.  Under load
+# that keeps each burst handed to the span processors small (the SDK's batch
+# processor queues at most 2048 spans by default and drops the rest), and a
+# record's life short: records that survive a few garbage collections are
+# promoted, and every full collection then traverses them (Django: each
+# request allocates enough to trigger a gen-0 collection every few requests).
+_WAKE_AT = 1024
 
 
 # TRACEBRIDGE_DIRECT_SPANS=0 makes every deferred span go through start_span/end.
@@ -527,11 +556,35 @@ class DeferredSpans:
         payload: Any,
     ) -> None:
         """Remember one span to build later.  Never blocks, never raises."""
-        if len(self._records) >= self.capacity:
+        records = self._records
+        waiting = len(records)
+        if waiting >= self.capacity:
             self._dropped(1)
             return
-        self._records.append((builder, tracer, parent, start_ns, end_ns, payload))
+        records.append((builder, tracer, parent, start_ns, end_ns, payload))
+        if waiting == _WAKE_AT:
+            self._wake.set()  # a burst: drain now rather than at the next tick
         if self._thread is None:  # first record, or first since a fork (see _after_fork_in_child)
+            self._start_thread()
+
+    def push(self, record: tuple[Any, ...]) -> None:
+        """Remember one span given as a flat record ``(builder, tracer, parent, start_ns, end_ns, field, ...)``.
+
+        For the hottest callers (Local accesses): the payload fields sit in the
+        record itself, so the hot path builds one tuple instead of two (and
+        leaves one object less for the garbage collector).  The builder
+        receives the whole record and reads its fields from index 5.  Never
+        blocks, never raises.
+        """
+        records = self._records
+        waiting = len(records)
+        if waiting >= self.capacity:
+            self._dropped(1)
+            return
+        records.append(record)  # type: ignore[arg-type]
+        if waiting == _WAKE_AT:
+            self._wake.set()
+        if self._thread is None:
             self._start_thread()
 
     def add(self, item: DeferredItem, spans: int = 1) -> None:
@@ -542,10 +595,14 @@ class DeferredSpans:
         garbage collector to track.  ``spans`` is how many it will make (for
         the drop count).  Never blocks, never raises.
         """
-        if len(self._records) >= self.capacity:
+        records = self._records
+        waiting = len(records)
+        if waiting >= self.capacity:
             self._dropped(spans)
             return
-        self._records.append(item)  # type: ignore[arg-type]
+        records.append(item)  # type: ignore[arg-type]
+        if waiting == _WAKE_AT:
+            self._wake.set()
         if self._thread is None:
             self._start_thread()
 
@@ -604,7 +661,11 @@ class DeferredSpans:
     def _build(self, record: _Record) -> int:
         # The drain thread: one record -> one span handed to the processors (1), or nothing (0).
         try:
-            builder, tracer, parent, start_ns, end_ns, payload = record
+            if len(record) == 6:
+                builder, tracer, parent, start_ns, end_ns, payload = record
+            else:  # a flat record (push): the builder reads its fields itself
+                builder, tracer, parent, start_ns, end_ns = record[:5]
+                payload = record
             if type(parent) is not SpanContext:
                 parent = resolve_parent(parent)
             spec = builder(payload)

@@ -44,7 +44,7 @@ from . import _telemetry, semconv
 __all__ = ["Local", "rehome"]
 
 _get_ident = threading.get_ident
-_current_thread = threading.current_thread
+_thread_ref = _telemetry.current_thread_ref
 _object_setattr = object.__setattr__
 _MISSING: Any = object()
 
@@ -158,12 +158,12 @@ _OP_DELETE = semconv.LOCAL_OP_DELETE
 _WHERE = "Local access span"
 
 
-def _build_local_access(payload: tuple[Any, ...]) -> tuple[str, _telemetry.Attributes]:
+def _build_local_access(record: tuple[Any, ...]) -> tuple[str, _telemetry.Attributes]:
     # Runs on the drain thread (or in flush()), never on the traced code's path.
-    # The Thread object, not its name, travels in the payload: reading .name
-    # costs the hot path a property call.  A thread renamed in the ~0.2 s
-    # before the drain would show its new name; idents never change.
-    local_id, key, operation, thread_critical, found, thread = payload
+    # The record is flat (DeferredSpans.push): builder, tracer, parent, start,
+    # end, then the access.  The thread travels as its cached ThreadRef
+    # (current_thread_ref): no Thread object kept alive, no name read per access.
+    local_id, key, operation, thread_critical, found, thread = record[5:]  # thread: a ThreadRef
     return semconv.LOCAL_ACCESS, {
         semconv.LOCAL_ID: hex(local_id),
         semconv.LOCAL_ATTRIBUTE: key,
@@ -186,9 +186,9 @@ def _record_access(
     parent).  Never raises.
     """
     try:
-        _telemetry.deferred.record(
-            _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
-            (id(local), key, operation, thread_critical, found, _current_thread()),
+        _telemetry.deferred.push(
+            (_build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
+             id(local), key, operation, thread_critical, found, _thread_ref())
         )
     except Exception:
         _telemetry.tracing_failed(_WHERE)
@@ -285,9 +285,9 @@ class _DefaultLocal(Local):  # type: ignore[misc]  # Local is @final for users o
             value = _MISSING
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
-                _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
-                    (id(self), key, _OP_GET, False, value is not _MISSING, _current_thread()),
+                _telemetry.deferred.push(
+                    (_build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
+                     id(self), key, _OP_GET, False, value is not _MISSING, _thread_ref())
                 )
             except Exception:
                 _telemetry.tracing_failed(_WHERE)
@@ -316,9 +316,9 @@ class _DefaultLocal(Local):  # type: ignore[misc]  # Local is @final for users o
             lock.release()
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
-                _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
-                    (id(self), key, _OP_SET, False, True, _current_thread()),
+                _telemetry.deferred.push(
+                    (_build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
+                     id(self), key, _OP_SET, False, True, _thread_ref())
                 )
             except Exception:
                 _telemetry.tracing_failed(_WHERE)
@@ -341,9 +341,9 @@ class _DefaultLocal(Local):  # type: ignore[misc]  # Local is @final for users o
             lock.release()
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
-                _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
-                    (id(self), key, _OP_DELETE, False, found, _current_thread()),
+                _telemetry.deferred.push(
+                    (_build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
+                     id(self), key, _OP_DELETE, False, found, _thread_ref())
                 )
             except Exception:
                 _telemetry.tracing_failed(_WHERE)
@@ -380,9 +380,9 @@ class _ThreadCriticalLocal(Local):  # type: ignore[misc]  # Local is @final for 
             value = _MISSING if data is None else data.get(key, _MISSING)
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
-                _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
-                    (id(self), key, _OP_GET, True, value is not _MISSING, _current_thread()),
+                _telemetry.deferred.push(
+                    (_build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
+                     id(self), key, _OP_GET, True, value is not _MISSING, _thread_ref())
                 )
             except Exception:
                 _telemetry.tracing_failed(_WHERE)
@@ -406,9 +406,9 @@ class _ThreadCriticalLocal(Local):  # type: ignore[misc]  # Local is @final for 
             var.set({key: value} if data is None else {**data, key: value})
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
-                _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
-                    (id(self), key, _OP_SET, True, True, _current_thread()),
+                _telemetry.deferred.push(
+                    (_build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
+                     id(self), key, _OP_SET, True, True, _thread_ref())
                 )
             except Exception:
                 _telemetry.tracing_failed(_WHERE)
@@ -429,9 +429,9 @@ class _ThreadCriticalLocal(Local):  # type: ignore[misc]  # Local is @final for 
                 var.set(data)
         if tracer is not None:
             try:  # inlined on purpose: a call costs ~10% of the budget
-                _telemetry.deferred.record(
-                    _build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
-                    (id(self), key, _OP_DELETE, True, found, _current_thread()),
+                _telemetry.deferred.push(
+                    (_build_local_access, tracer, _telemetry.current_parent(), start_ns, time_ns(),
+                     id(self), key, _OP_DELETE, True, found, _thread_ref())
                 )
             except Exception:
                 _telemetry.tracing_failed(_WHERE)

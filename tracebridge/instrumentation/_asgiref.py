@@ -37,7 +37,7 @@ each (a plain function costs ~0.2 µs), and Django makes a dozen such calls
 and ~16 Local accesses per request.  The timeout's two methods, off every
 request's path, stay wrapt ``FunctionWrapper`` objects gated on ``get_tracer``.
 A Local access is recorded in one call: the parent span read straight from
-OpenTelemetry's context variable, one tuple appended to the deferred buffer,
+OpenTelemetry's context variable, one flat tuple pushed to the deferred buffer,
 the span built off the hot path by :func:`tracebridge.local._build_local_access`.
 """
 
@@ -541,13 +541,15 @@ def _record_access(
     # access: the same record tracebridge.local._record_access makes (built
     # by the same _build_local_access), with the parent read in one call.
     try:
-        _telemetry.deferred.record(
-            _build_local_access,
-            tracer,
-            _current_otel_context().get(_SPAN_KEY),  # resolved on the drain thread
-            start_ns,
-            time_ns(),
-            (id(local), key, operation, thread_critical, found, _current_thread()),
+        _telemetry.deferred.push(
+            (
+                _build_local_access,
+                tracer,
+                _current_otel_context().get(_SPAN_KEY),  # resolved on the drain thread
+                start_ns,
+                time_ns(),
+                id(local), key, operation, thread_critical, found, _telemetry.current_thread_ref(),
+            )
         )
     except Exception:
         _telemetry.tracing_failed("Local access span")
