@@ -18,11 +18,13 @@ Three rules shape everything here:
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import os
 import threading
 import time
 import traceback
+from random import getrandbits as _getrandbits
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from opentelemetry.trace import (
     ProxyTracerProvider,
     Span,
     SpanContext,
+    SpanKind,
     Status,
     StatusCode,
     TraceFlags,
@@ -485,18 +488,24 @@ except Exception:  # pragma: no cover - a future API whose SpanContext is not th
 
 
 def _direct_plumbing(tracer: Tracer) -> Any:
-    """(processor, resource, scope, info, ids, root flags) of an SDK tracer whose ids we replay, else False.
+    """(processor, inline, resource, scope, info, ids, root flags) of an SDK tracer whose ids we replay, else False.
 
     ``root flags``: the TraceFlags the SDK gives a new root span when its
     sampler samples every root (None otherwise: roots take ``start_span``).
     """
     try:
-        global _ReadableSpan, _SdkEvent
+        global _ReadableSpan, _SdkEvent, _READABLE_SPAN_POSITIONAL
         from opentelemetry.sdk.trace import Event as _SdkEventClass
         from opentelemetry.sdk.trace import ReadableSpan as _ReadableSpanClass
+        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
         from opentelemetry.sdk.trace import Tracer as _SdkTracer
 
         _ReadableSpan, _SdkEvent = _ReadableSpanClass, _SdkEventClass
+        # Positional arguments save the keyword matching on every span: only
+        # when the parameters are the ones (and in the order) written for.
+        parameters = list(inspect.signature(_ReadableSpanClass.__init__).parameters)
+        _READABLE_SPAN_POSITIONAL = parameters[:14] == _READABLE_SPAN_PARAMETERS
+
         ids = getattr(tracer, "id_generator", None)
         if type(tracer) is not _SdkTracer or not isinstance(ids, ReplayIdGenerator):
             return False
@@ -510,7 +519,12 @@ def _direct_plumbing(tracer: Tracer) -> Any:
             root_flags = TraceFlags(
                 TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if ids.is_trace_id_random() else 0)
             )
-        return (tracer.span_processor, tracer.resource, scope, tracer.instrumentation_info, ids, root_flags)
+        processor = tracer.span_processor
+        # The provider's usual processor: its on_end loop is inlined (below).
+        inline = type(processor) is SynchronousMultiSpanProcessor and isinstance(
+            getattr(processor, "_span_processors", None), tuple
+        )
+        return (processor, inline, tracer.resource, scope, tracer.instrumentation_info, ids, root_flags)
     except Exception:
         tracing_failed("direct span plumbing")
         return False
@@ -518,6 +532,22 @@ def _direct_plumbing(tracer: Tracer) -> Any:
 
 _ReadableSpan: Any = None
 _SdkEvent: Any = None
+_READABLE_SPAN_POSITIONAL = False
+_READABLE_SPAN_PARAMETERS = [
+    "self", "name", "context", "parent", "resource", "attributes", "events", "links", "kind",
+    "instrumentation_info", "status", "start_time", "end_time", "instrumentation_scope",
+]
+_INTERNAL = SpanKind.INTERNAL
+_SAMPLED_BIT = int(TraceFlags.SAMPLED)
+try:
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator as _RandomIdGenerator
+except ImportError:  # pragma: no cover - the SDK is a dependency
+    _RandomIdGenerator = None  # type: ignore[assignment,misc]
+# SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid).
+_TUPLE_SPAN_CONTEXT = isinstance(INVALID_SPAN_CONTEXT, tuple) and tuple(INVALID_SPAN_CONTEXT) == (
+    INVALID_SPAN_CONTEXT.trace_id, INVALID_SPAN_CONTEXT.span_id, INVALID_SPAN_CONTEXT.is_remote,
+    INVALID_SPAN_CONTEXT.trace_flags, INVALID_SPAN_CONTEXT.trace_state, INVALID_SPAN_CONTEXT.is_valid,
+)
 
 
 class DeferredSpans:
@@ -735,24 +765,28 @@ class DeferredSpans:
             plumbing = self._plumbing[id(tracer)] = _direct_plumbing(tracer)
         if plumbing is False:
             return False
-        processor, resource, scope, info, ids, root_flags = plumbing
-        if parent.is_valid:
-            flags = parent.trace_flags
-            if not flags.sampled:
+        processors, inline, resource, scope, info, ids, root_flags = plumbing
+        if _TUPLE_SPAN_CONTEXT:  # one unpacking, not five property calls
+            parent_trace_id, _parent_span_id, _remote, flags, trace_state, valid = parent
+        else:  # pragma: no cover - a future API whose SpanContext is not a tuple
+            parent_trace_id, flags, trace_state, valid = (
+                parent.trace_id, parent.trace_flags, parent.trace_state, parent.is_valid
+            )
+        if valid:
+            if not flags & _SAMPLED_BIT:
                 return True  # not recorded, exactly as the sampler would decide under this parent
-            trace_id = parent.trace_id
-            trace_state = parent.trace_state
+            trace_id = parent_trace_id
             parent_context: SpanContext | None = parent
         else:
             if root_flags is None:
                 return False  # the sampler must decide: start_span asks it
             if trace_id is None:
                 trace_id = ids.new_trace_id()
-            flags = root_flags
-            trace_state = parent.trace_state  # the empty TraceState, as for a sampled root
+            flags = root_flags  # trace_state stays the invalid parent's empty one, as for a sampled root
             parent_context = None
         if span_id is None:
-            span_id = ids.new_span_id()
+            # The SDK's default generator is getrandbits(64), retried on 0.
+            span_id = (_getrandbits(64) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_span_id()
         context = _new_span_context(trace_id, span_id, False, flags, trace_state)
         status = _UNSET_STATUS
         span_events: tuple[Any, ...] = ()
@@ -775,21 +809,24 @@ class DeferredSpans:
             )
         if events:
             span_events += tuple(_SdkEvent(n, dict(a), t) for n, a, t in events)
-        processor.on_end(
-            _ReadableSpan(
-                name=name,
-                context=context,
-                parent=parent_context,
-                resource=resource,
-                attributes=attributes,
-                events=span_events,
-                status=status,
-                start_time=start_ns,
-                end_time=end_ns,
-                instrumentation_info=info,
-                instrumentation_scope=scope,
+        if _READABLE_SPAN_POSITIONAL:
+            span = _ReadableSpan(
+                name, context, parent_context, resource, attributes, span_events, (), _INTERNAL,
+                info, status, start_ns, end_ns, scope,
             )
-        )
+        else:  # pragma: no cover - an SDK whose ReadableSpan takes other parameters
+            span = _ReadableSpan(
+                name=name, context=context, parent=parent_context, resource=resource, attributes=attributes,
+                events=span_events, status=status, start_time=start_ns, end_time=end_ns,
+                instrumentation_info=info, instrumentation_scope=scope,
+            )
+        if inline:
+            # SynchronousMultiSpanProcessor.on_end's loop.  Read per span, so
+            # a processor added meanwhile gets this span too.
+            for processor in processors._span_processors:
+                processor.on_end(span)
+        else:
+            processors.on_end(span)
         return True
 
     def _parent_context(self, parent: SpanContext) -> otel_context.Context | None:
