@@ -283,7 +283,7 @@ def hook_cost_ns(rounds: int = 200_000) -> float:
 
     tracer = _telemetry.get_tracer()
     assert tracer is not None
-    hop = Hop.open(tracer, semconv.SYNC_TO_ASYNC, semconv.DIRECTION_SYNC_TO_ASYNC, _noop, {})
+    hop = Hop.open(tracer, semconv.SYNC_TO_ASYNC, _noop)
     assert hop is not None
     recorder = FlowRecorder()
     started = time.process_time_ns()
