@@ -11,13 +11,15 @@ back into the caller's: OpenTelemetry's current span is a contextvar, and a
 forgotten attach would leak the hop span into the caller after the hop.
 
 **Built off the hot path.**  With an SDK tracer (the usual case) the hop does
-not create an SDK span at all while it runs: it picks the span's ids itself,
-makes a lightweight non-recording span with those ids current in the callee,
-and at close appends one record to the deferred buffer; the drain thread builds
-the real span with the same ids, times, attributes and error.  Any other
-tracer gets a real span on the spot.  The hot path stores raw values only
-(threads, timestamps, the function object); names, durations and the
-attribute dict are computed on the drain thread.
+not create an SDK span at all while it runs: the hop object *is* the
+non-recording span made current in the callee (a :class:`PlannedSpan`), with
+its parent's trace id and flags and a span id drawn only when somebody first
+asks for it.  At close the hop queues itself for the drain thread, which
+builds the real span (and the executor handoff's) with the same ids, times,
+attributes and error.  Any other tracer gets a real span on the spot.  The hot
+path stores raw values only (timestamps, cached thread refs, the executor
+facts); names, durations and the attribute dict are computed on the drain
+thread.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 _current_thread = threading.current_thread
 _thread_ref = _telemetry.current_thread_ref
+_tracer_state = _telemetry._state  # one object for the process; its fields change, it does not
 _Context = otel_context.Context
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -182,7 +185,7 @@ def plan_span(
         # As for span ids: the SDK's default is getrandbits(128), retried on 0.
         trace_id = (_random.getrandbits(128) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_trace_id()
         random_ids = type(ids.inner) is _RandomIdGenerator or ids.is_trace_id_random()
-        if _telemetry.samples_all_roots():
+        if _tracer_state.samples_all_roots:
             # As the SDK's start_span does for a root (and the drain thread for
             # the root it builds): flag a random trace id, so children inherit the bit.
             flags = _SAMPLED_RANDOM if random_ids else _SAMPLED
@@ -434,7 +437,9 @@ class Hop(PlannedSpan):
                 if exc is not None:
                     self.error = _telemetry.describe_error(exc)
                 self.close_ns = end_ns
-                self._release_callee()
+                func = self.func
+                if type(func) is not _FunctionType or func.__closure__ is not None:  # type: ignore[attr-defined]
+                    self._release_callee()  # a module-level function needs no releasing
                 # The hop itself is queued (no record tuple): it builds its
                 # span, and its executor handoff's, on the drain thread.
                 _telemetry.deferred.add(self, 2 if self.handoff_end_ns else 1)

@@ -322,24 +322,28 @@ except Exception:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
     detach_token = _detach_api
 
 
-_THREAD_REF_KEY = "_tracebridge_thread_ref"
+class _ThreadRefs(threading.local):
+    ref: ThreadRef | None = None
+
+
+_thread_refs = _ThreadRefs()
 
 
 def current_thread_ref() -> ThreadRef:
-    """This thread as ``ThreadRef(ident, name)``, made once and cached on its Thread object.
+    """This thread as ``ThreadRef(ident, name)``, made on its first call and kept per thread.
 
     What a deferred span keeps instead of the Thread: a finished thread's
     Thread object (its locks, events and excepthook closure) must not outlive
-    the thread just because a span waits for the drain thread.  A rename is
-    noticed (the name is compared by identity).
+    the thread just because a span waits for the drain thread.  One
+    thread-local read, as cheap as ``threading.current_thread()``.  The name is
+    the one the thread had at its first traced operation: rename a thread
+    before it makes hops (as ``ThreadPoolExecutor`` does) to see the new name.
     """
-    thread = _current_thread()
-    state = thread.__dict__
-    ref = state.get(_THREAD_REF_KEY)
-    name = thread.name
-    if ref is None or ref.name is not name:
-        ref = state[_THREAD_REF_KEY] = ThreadRef(thread.ident or 0, name)
-    return ref  # type: ignore[no-any-return]
+    ref = _thread_refs.ref
+    if ref is None:
+        thread = _current_thread()
+        ref = _thread_refs.ref = ThreadRef(thread.ident or 0, thread.name)
+    return ref
 
 
 def current_span_context() -> SpanContext:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +42,16 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
 from opentelemetry.trace import NonRecordingSpan, Span, Status, StatusCode, Tracer
 
 from . import _telemetry, semconv
-from ._hop import _SAMPLED_BIT, PlannedSpan, attach_context, context_with_span, current_context, detach_token, plan_span
+from ._hop import (
+    _SAMPLED_BIT,
+    PlannedSpan,
+    attach_context,
+    context_with_span,
+    current_context,
+    detach_token,
+    plan_span,
+)
+from .flow_snapshot import ThreadRef
 from .sync import AsyncToSync, sync_to_async
 
 _object_new = object.__new__
@@ -224,20 +232,38 @@ class _WsgiTrace(PlannedSpan):
     are recorded exactly.
     """
 
-    __slots__ = ("span", "token", "tracer", "start_ns", "capture", "scope", "application", "attributes")
+    __slots__ = (
+        "span",
+        "token",
+        "tracer",
+        "start_ns",
+        "capture",
+        "scope",
+        "application",
+        "attributes",
+        # Noted by the sync thread as the call goes.
+        "request_bytes",
+        "thread",
+        "status",
+        "first_byte_ns",
+        "response_headers",
+        "response_bytes",
+        "chunks",
+        "closed",
+        "ran_app",
+        "rejected",
+    )
 
-    # Noted by the sync thread as the call goes.  Class-level defaults: a
-    # request writes only the fields that happen to it.
-    request_bytes: int | None = None
-    thread: threading.Thread | None = None
-    status: int | None = None
-    first_byte_ns = 0
-    response_headers: Iterable[tuple[bytes, bytes]] | None = None
-    response_bytes = 0
-    chunks = 0
-    closed = False
-    ran_app = False
-    rejected: BaseException | None = None
+    request_bytes: int | None
+    thread: ThreadRef | None
+    status: int | None
+    first_byte_ns: int
+    response_headers: Iterable[tuple[bytes, bytes]] | None
+    response_bytes: int
+    chunks: int
+    closed: bool
+    ran_app: bool
+    rejected: BaseException | None
 
     @classmethod
     def open(cls, tracer: Tracer, scope: object, application: object) -> _WsgiTrace | None:
@@ -251,9 +277,17 @@ class _WsgiTrace(PlannedSpan):
             trace.capture = _capture
             trace.scope = scope
             trace.application = application
-            trace.token = None
+            trace.token = trace.request_bytes = trace.thread = trace.status = None
+            trace.response_headers = trace.rejected = None
+            trace.first_byte_ns = trace.response_bytes = trace.chunks = 0
+            trace.closed = trace.ran_app = False
             ids = _telemetry.replay_ids()
-            if ids is None or not _telemetry.samples_all_roots() or not _scope_is_plain(scope):
+            if (
+                ids is None
+                or not _telemetry._state.samples_all_roots
+                or type(scope) is not dict
+                or type(scope.get("headers")) not in _REREADABLE
+            ):
                 # A sampler may look at them, a real span wants them now, or the
                 # scope is unusual enough to be read right away.
                 attributes = trace.attributes = trace.start_attributes()
@@ -373,11 +407,7 @@ def _build_wsgi_span(trace: _WsgiTrace) -> tuple[Any, ...]:
     )
 
 
-def _scope_is_plain(scope: object) -> bool:
-    # A dict whose headers can be read again later (not a one-shot iterator).
-    return type(scope) is dict and type(scope.get("headers")) in _REREADABLE
-
-
+# Header containers the drain thread can read again (not a one-shot iterator).
 _REREADABLE = (list, tuple, type(None))
 
 
@@ -636,7 +666,7 @@ class WsgiToAsgiInstance:
         """
         trace = self._trace
         if trace is not None:
-            trace.thread = threading.current_thread()
+            trace.thread = _telemetry.current_thread_ref()
         try:
             environ = self.build_environ(self.scope, body)
         except ValueError as error:
