@@ -48,8 +48,9 @@ Fairness rules (as in bench_core.py): a warm-up sizes the work to about
 cold caches the other implementation left; ``time.perf_counter_ns`` and
 ``time.process_time_ns`` around each chunk; the garbage collector is off
 inside timed regions; ``tracebridge.flush()`` and ``provider.force_flush()``
-run after every repetition (``--flush chunk``: after every traced chunk)
-*outside* the timed region (the deferred hop/handoff/WSGI spans are built
+run after every repetition (``--flush chunk``: after every traced chunk; and
+before any chunk whose records could reach the drain thread's early-wake count,
+``_telemetry._WAKE_AT``) *outside* the timed region (the deferred hop/handoff/WSGI spans are built
 there).  The cost of that flush per request is reported separately: it is
 real work, done by a background thread in production.  Traced chunks that the
 drain thread (which wakes every 0.2 s) ran into anyway are counted; their
@@ -126,6 +127,9 @@ SCOPE = {
 }
 REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 SENDS_PER_REQUEST = 3  # start, the chunk, the terminator
+# Deferred-buffer entries one traced request can add (WSGI span, sync_to_async
+# hop, three send hops; a handoff rides with its hop), with room to spare.
+_RECORDS_PER_REQUEST_AT_MOST = 8
 
 
 async def receive() -> dict[str, Any]:
@@ -293,7 +297,8 @@ class Bench:
         # one; interleaved, the variants of a repetition share the episodes.
         # Deferred spans are flushed once per repetition (--flush rep, the
         # default), so records pile up across chunks as they do between two
-        # runs of the drain thread in production.
+        # runs of the drain thread in production -- and earlier if the next
+        # chunk could reach the count at which the drain thread wakes by itself.
         k = len(self.variants)
         chunk = self.args.chunk if self.args.chunk > 0 else self.n
         rounds = max(1, round(self.n / chunk))
@@ -306,6 +311,10 @@ class Bench:
                 order = self.variants[turn % k :] + self.variants[: turn % k]
                 turn += 1
                 for variant in order:
+                    if len(_telemetry.deferred) + chunk * _RECORDS_PER_REQUEST_AT_MOST >= _telemetry._WAKE_AT:
+                        # The drain thread would wake inside the timed chunk
+                        # (a burst of _WAKE_AT records): flush now, outside it.
+                        self.flush()
                     sample = self.run_batch(variant, chunk, flush=per_chunk)
                     total = totals[variant]
                     total.wall += sample.wall

@@ -62,6 +62,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 _current_thread = threading.current_thread
 _thread_ref = _telemetry.current_thread_ref
+_thread_refs = _telemetry._thread_refs
 _tracer_state = _telemetry._state  # one object for the process; its fields change, it does not
 _Context = otel_context.Context
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -73,6 +74,7 @@ _INVALID_TRACE_STATE = INVALID_SPAN_CONTEXT.trace_state
 current_context = _telemetry.current_context
 attach_context = _telemetry.attach_context
 detach_token = _telemetry.detach_token
+_reset_context = getattr(_telemetry, "_reset", detach_token)  # the ContextVar's reset, when that is what detach is
 
 
 def context_with_span(span: Span, context: otel_context.Context) -> otel_context.Context:
@@ -318,7 +320,8 @@ class Hop(PlannedSpan):
             if ctx.get(_SUPPRESS_KEY):  # an exporter or another instrumentation asked for silence
                 return None
             hop = _object_new(cls)
-            hop.caller = _thread_ref()
+            caller = _thread_refs.ref  # current_thread_ref(), inlined: every hop
+            hop.caller = caller if caller is not None else _thread_ref()
             hop.tracer = tracer
             hop.name = name
             hop.func = func
@@ -388,7 +391,8 @@ class Hop(PlannedSpan):
     def started(self) -> object | None:
         """Callee side, inside the callee's context: the work begins now, here."""
         self.start_ns = time_ns()
-        self.thread = _thread_ref()
+        thread = _thread_refs.ref
+        self.thread = thread if thread is not None else _thread_ref()
         flow = _telemetry.flow
         if flow is not None:  # flow model on: an async_to_sync callee names its task and loop
             flow.hop_started(self)
@@ -405,7 +409,10 @@ class Hop(PlannedSpan):
         """Callee side: the work is over; un-current the span before context flows back."""
         self.end_ns = time_ns()
         if token is not None:
-            detach_token(token)
+            try:
+                _reset_context(token)  # detach_token(), inlined: every hop
+            except Exception:
+                detach_token(token)  # logs why (a token from elsewhere, used twice...)
         # Nothing refers to the callee's context any more: free it now rather
         # than when the span is built (one object less for the GC to track).
         self.callee_context = None
