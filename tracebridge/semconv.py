@@ -133,7 +133,7 @@ THREAD_ID: Final = "thread.id"
 """``threading.get_ident()`` of the thread the span's work ran on."""
 
 THREAD_NAME: Final = "thread.name"
-"""Name of the thread the span's work ran on."""
+"""Name of the thread the span's work ran on (the name it had at its first traced operation)."""
 
 CODE_FUNCTION_NAME: Final = "code.function.name"
 """Fully qualified name (``module.QualName``) of the function a hop calls."""
