@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from tracebridge._span_delivery import batch_append
+
 from .specs import FlushingBatchSpanProcessor
 
 __all__ = [
@@ -214,6 +216,16 @@ class CountingBatchSpanProcessor(FlushingBatchSpanProcessor):
                 super().on_end(span)
             return
         super().on_end(span)
+
+    def on_end_many(self, spans: Sequence[ReadableSpan]) -> None:
+        """``on_end`` for a batch of sampled spans (tracebridge's drain thread hands them over so).
+
+        Straight into the SDK's queue while it has room; a shut-down processor
+        or a full queue takes the ``on_end`` path, which counts the drops.
+        """
+        taken = 0 if self._closed else batch_append(self, spans)
+        for span in spans[taken:] if taken else spans:
+            self.on_end(span)
 
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         exporter = self.span_exporter

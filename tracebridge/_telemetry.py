@@ -49,6 +49,7 @@ from opentelemetry.trace import INVALID_SPAN_CONTEXT
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import semconv
+from ._span_delivery import deliver as deliver_spans
 from .flow_snapshot import ThreadRef
 
 __all__ = [
@@ -454,6 +455,9 @@ _DRAIN_INTERVAL_S = 0.2
 # promoted, and every full collection then traverses them (Django: each
 # request allocates enough to trigger a gen-0 collection every few requests).
 _WAKE_AT = 1024
+# Spans built directly are handed to the processors in bulk, at the end of a
+# pass and every this many (bounded memory and latency in a long pass).
+_DELIVER_EVERY = 256
 
 
 # TRACEBRIDGE_DIRECT_SPANS=0 makes every deferred span go through start_span/end.
@@ -576,6 +580,9 @@ class DeferredSpans:
         self._parents: dict[tuple[int, int], otel_context.Context] = {}
         # id(tracer) -> what _emit_directly needs from it, or False (cannot).
         self._plumbing: dict[int, Any] = {}
+        # id(processor) -> (processor, inline, spans built for it, not yet delivered).
+        self._ready: dict[int, tuple[Any, bool, list[Any]]] = {}
+        self._ready_count = 0
 
     def __len__(self) -> int:
         return len(self._records)
@@ -687,6 +694,7 @@ class DeferredSpans:
                         made += build(each)
                 except Exception:
                     tracing_failed("deferred span")
+            self._deliver()
             self._parents.clear()
             self._plumbing.clear()
         stats.deferred_exported += made
@@ -824,14 +832,28 @@ class DeferredSpans:
                 events=span_events, status=status, start_time=start_ns, end_time=end_ns,
                 instrumentation_info=info, instrumentation_scope=scope,
             )
-        if inline:
-            # SynchronousMultiSpanProcessor.on_end's loop.  Read per span, so
-            # a processor added meanwhile gets this span too.
-            for processor in processors._span_processors:
-                processor.on_end(span)
-        else:
-            processors.on_end(span)
+        # Delivered in bulk (see _deliver): a pass's spans reach the processors together.
+        ready = self._ready.get(id(processors))
+        if ready is None:
+            ready = self._ready[id(processors)] = (processors, inline, [])
+        ready[2].append(span)
+        self._ready_count += 1
+        if self._ready_count >= _DELIVER_EVERY:
+            self._deliver()
         return True
+
+    def _deliver(self) -> None:
+        # The drain thread, under the drain lock: hand the built spans over.
+        ready, self._ready = self._ready, {}
+        self._ready_count = 0
+        for processors, inline, spans in ready.values():
+            if inline:
+                # SynchronousMultiSpanProcessor.on_end's loop, a batch at a
+                # time.  Read now, so a processor added meanwhile gets them too.
+                for processor in processors._span_processors:
+                    deliver_spans(processor, spans, tracing_failed)
+            else:
+                deliver_spans(processors, spans, tracing_failed)
 
     def _parent_context(self, parent: SpanContext) -> otel_context.Context | None:
         if not parent.is_valid:
@@ -849,6 +871,8 @@ class DeferredSpans:
         self._drain_lock = threading.Lock()
         self._thread = None
         self._pid = os.getpid()
+        self._ready = {}  # the parent's spans: its own drain delivers them
+        self._ready_count = 0
 
 
 deferred = DeferredSpans()

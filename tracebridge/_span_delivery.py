@@ -1,0 +1,131 @@
+"""Hand finished spans to span processors in bulk (the drain thread's last step).
+
+The drain thread builds a few hundred spans per pass.  Handing them over one
+``on_end`` at a time costs, per span, two Python frames inside the SDK's
+``BatchSpanProcessor`` and a ``getpid()`` system call (its fork check), which on
+a virtual machine is the most expensive part of delivering a span.  A batch
+processor takes the whole pass at once instead: the same checks once per pass,
+then the same ``deque.appendleft`` per span.
+
+Only where that is exactly what the SDK would do: a ``BatchSpanProcessor``
+whose ``on_end`` is not overridden, over an SDK whose ``on_end`` and
+``BatchProcessor.emit`` are the ones this was written against (their source
+is fingerprinted).  Anything else, and a full queue, gets plain ``on_end``
+calls, so the SDK's own warnings and drop counts stay intact.  A processor may
+also offer ``on_end_many(spans)`` itself (tracebridge's counting processor does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["batch_append", "deliver"]
+
+# sha256 of inspect.getsource(BatchSpanProcessor.on_end) + inspect.getsource(BatchProcessor.emit)
+# in the SDK versions whose emit is mirrored below (opentelemetry-sdk 1.39-1.45 at least).
+_KNOWN_SDK_SOURCES = frozenset({"bf27e8a1efc3da9e72380b175567ecec7346b4844181655d4516d1d5aa5260f8"})
+
+# type(processor) -> whether batch_append may feed it directly (checked once per type).
+_appendable: dict[type, bool] = {}
+
+
+def _sdk_matches() -> bool:
+    try:
+        from opentelemetry.sdk._shared_internal import BatchProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        source = inspect.getsource(BatchSpanProcessor.on_end) + inspect.getsource(BatchProcessor.emit)
+        return hashlib.sha256(source.encode()).hexdigest() in _KNOWN_SDK_SOURCES
+    except Exception:
+        return False
+
+
+_SDK_MATCHES: bool | None = None  # computed on first use (inspect reads files)
+
+
+def _can_append(processor: object) -> bool:
+    kind = type(processor)
+    known = _appendable.get(kind)
+    if known is None:
+        global _SDK_MATCHES
+        if _SDK_MATCHES is None:
+            _SDK_MATCHES = _sdk_matches()
+        known = False
+        if _SDK_MATCHES:
+            from opentelemetry.sdk._shared_internal import BatchProcessor
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            engine = getattr(processor, "_batch_processor", None)
+            known = (
+                isinstance(processor, BatchSpanProcessor)
+                and type(engine) is BatchProcessor
+                and isinstance(getattr(engine, "_queue", None), deque)
+            )
+        _appendable[kind] = known
+    return known
+
+
+def batch_append(processor: Any, spans: Sequence[Any]) -> int:
+    """Queue ``spans`` (sampled, ended) on a ``BatchSpanProcessor`` as its ``on_end`` would; how many it took.
+
+    Stops at the first span the SDK would have to treat specially (shut down,
+    forked since, queue full): the caller hands that one and the rest to
+    ``on_end``.  Returns 0 when the processor is not one this can feed.
+    """
+    if not spans or not _can_append(processor):
+        return 0
+    engine = processor._batch_processor
+    if engine._shutdown or engine._pid != os.getpid():
+        return 0
+    queue = engine._queue
+    limit = engine._max_queue_size
+    batch_size = engine._max_export_batch_size
+    taken = 0
+    for span in spans:
+        if len(queue) >= limit:
+            break
+        queue.appendleft(span)
+        taken += 1
+        # As emit: wake the exporter thread as soon as a batch is ready.
+        if len(queue) >= batch_size and not engine._worker_awaken.is_set():
+            engine._worker_awaken.set()
+    return taken
+
+
+def deliver(processor: Any, spans: Sequence[Any], failed: Callable[[str], None]) -> None:
+    """Give every span of ``spans`` to ``processor``: in bulk where it can take them, else one by one.
+
+    A processor that raises loses only the span it raised on (``failed`` is
+    told), as with one ``on_end`` call per span.
+    """
+    many = getattr(processor, "on_end_many", None)
+    if many is not None:
+        try:
+            many(spans)
+        except Exception:
+            failed("span processor on_end_many")
+        return
+    taken = batch_append(processor, spans) if type(processor).on_end is _bsp_on_end() else 0
+    on_end = processor.on_end
+    for span in spans[taken:] if taken else spans:
+        try:
+            on_end(span)
+        except Exception:
+            failed("span processor on_end")
+
+
+_BSP_ON_END: Any = None
+
+
+def _bsp_on_end() -> Any:
+    global _BSP_ON_END
+    if _BSP_ON_END is None:
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        _BSP_ON_END = BatchSpanProcessor.on_end
+    return _BSP_ON_END
