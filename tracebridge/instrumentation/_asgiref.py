@@ -344,7 +344,9 @@ def _run_child(child: Callable[[], Any]) -> Any:
     hop = _S2A_HOP.get(None)
     if hop is None or hop.start_ns:
         return child()
-    if hop.handoff_kind is not None and not hop.executor_id:
+    if hop.handoff_kind is not None and not hop.executor_id and _telemetry.flow is not None:
+        # Only the live flow model needs it this early; the caller resolves
+        # it anyway when the hop closes (asgiref has made the executor by then).
         _resolve_context_executor(hop)
     token = hop.started()
     try:
