@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -425,3 +427,38 @@ def test_deferred_spans_same_whether_emitted_directly_or_through_start_span(
     (failed,) = [row for row in direct if row[3] is StatusCode.ERROR]
     assert failed[0] == semconv.SYNC_TO_ASYNC and failed[4] == (semconv.EXCEPTION_EVENT,)
     assert semconv.ERROR_TYPE in failed[2]
+
+
+async def test_closed_hop_keeps_its_callees_name_not_its_bound_instance_or_closure_cells(
+    spans: SpanRecorder,
+) -> None:
+    """Tests that a hop waiting for the drain thread no longer keeps the callee's instance or captured objects alive."""
+
+    class Response:
+        def close(self) -> None:
+            pass
+
+    class Payload:
+        pass
+
+    def make_closure(captured: Payload) -> Any:
+        def closure() -> None:
+            assert captured is not None
+
+        return closure
+
+    response, payload = Response(), Payload()
+    closure = make_closure(payload)
+    expected = [_telemetry.function_name(response.close), _telemetry.function_name(closure)]
+    response_alive, payload_alive = weakref.ref(response), weakref.ref(payload)
+    await sync_to_async(sample_function)()  # the drain thread is started (that takes the lock held below)
+    spans.clear()
+    with _telemetry.deferred._drain_lock:  # the drain thread must not build the spans meanwhile
+        await sync_to_async(response.close)()
+        await sync_to_async(closure)()
+        del response, payload, closure
+        gc.collect()
+        assert response_alive() is None and payload_alive() is None
+        assert len(_telemetry.deferred) >= 2  # both hops still wait for the drain thread
+    names = [span.attributes[semconv.CODE_FUNCTION_NAME] for span in spans.named(semconv.SYNC_TO_ASYNC)]
+    assert names == expected

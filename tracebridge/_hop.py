@@ -446,26 +446,22 @@ class Hop(PlannedSpan):
                 self.close_ns = end_ns
                 func = self.func
                 if type(func) is not _FunctionType or func.__closure__ is not None:  # type: ignore[attr-defined]
-                    self._release_callee()  # a module-level function needs no releasing
+                    self._release_callee(func)  # a module-level function needs no releasing
                 # The hop itself is queued (no record tuple): it builds its
                 # span, and its executor handoff's, on the drain thread.
                 _telemetry.deferred.add(self, 2 if self.handoff_end_ns else 1)
         except Exception:
             _telemetry.tracing_failed("closing a hop span")
 
-    def _release_callee(self) -> None:
-        # Caller side, at close.  The hop waits ~0.2 s for the drain thread;
-        # meanwhile its callee must not keep a request's objects alive (a
-        # bound method's instance, a closure's cells, a partial's arguments):
-        # they would outlive a few garbage collections and be promoted, and
-        # every later full collection would traverse them (Django: its
-        # response objects, its middleware closures).  Keep the name instead.
-        func = self.func
-        kind = type(func)
-        if kind is _FunctionType:
-            if func.__closure__ is None:  # type: ignore[attr-defined]
-                return  # a module-level function lives on anyway
-        elif kind is _MethodType:
+    def _release_callee(self, func: object) -> None:
+        # Caller side, at close, for a callee that is not a plain module-level
+        # function.  The hop waits for the drain thread; meanwhile its callee
+        # must not keep a request's objects alive (a bound method's instance, a
+        # closure's cells, a partial's arguments): they would outlive a few
+        # garbage collections and be promoted, and every later full collection
+        # would traverse them (Django: its response objects, its middleware
+        # closures).  Keep what names it instead.
+        if type(func) is _MethodType:
             self.func = func.__func__  # type: ignore[attr-defined]  # the same name, without the instance
             return
         if self._function is None:

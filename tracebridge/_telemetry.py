@@ -597,16 +597,7 @@ class DeferredSpans:
         payload: Any,
     ) -> None:
         """Remember one span to build later.  Never blocks, never raises."""
-        records = self._records
-        waiting = len(records)
-        if waiting >= self.capacity:
-            self._dropped(1)
-            return
-        records.append((builder, tracer, parent, start_ns, end_ns, payload))
-        if waiting == _WAKE_AT:
-            self._wake.set()  # a burst: drain now rather than at the next tick
-        if self._thread is None:  # first record, or first since a fork (see _after_fork_in_child)
-            self._start_thread()
+        self._append((builder, tracer, parent, start_ns, end_ns, payload), 1)
 
     def push(self, record: tuple[Any, ...]) -> None:
         """Remember one span given as a flat record ``(builder, tracer, parent, start_ns, end_ns, field, ...)``.
@@ -617,16 +608,7 @@ class DeferredSpans:
         receives the whole record and reads its fields from index 5.  Never
         blocks, never raises.
         """
-        records = self._records
-        waiting = len(records)
-        if waiting >= self.capacity:
-            self._dropped(1)
-            return
-        records.append(record)  # type: ignore[arg-type]
-        if waiting == _WAKE_AT:
-            self._wake.set()
-        if self._thread is None:
-            self._start_thread()
+        self._append(record, 1)
 
     def add(self, item: DeferredItem, spans: int = 1) -> None:
         """Remember an object that describes its own span(s) when drained (see :class:`DeferredItem`).
@@ -636,15 +618,19 @@ class DeferredSpans:
         garbage collector to track.  ``spans`` is how many it will make (for
         the drop count).  Never blocks, never raises.
         """
+        self._append(item, spans)
+
+    def _append(self, entry: Any, spans: int) -> None:
+        # The traced thread: one len and one append (atomic under the GIL, no lock).
         records = self._records
         waiting = len(records)
         if waiting >= self.capacity:
             self._dropped(spans)
             return
-        records.append(item)  # type: ignore[arg-type]
+        records.append(entry)
         if waiting == _WAKE_AT:
-            self._wake.set()
-        if self._thread is None:
+            self._wake.set()  # a burst: drain now rather than at the next tick
+        if self._thread is None:  # first record, or first since a fork (see _after_fork_in_child)
             self._start_thread()
 
     def _dropped(self, spans: int) -> None:
