@@ -39,10 +39,12 @@ from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, Sp
 from . import _telemetry, semconv
 from .flow_snapshot import ThreadRef
 
-try:
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator as _RandomIdGenerator
-except ImportError:  # pragma: no cover - the SDK is a dependency, but be safe
-    _RandomIdGenerator = None  # type: ignore[assignment,misc]
+# Shared with the drain: the SDK's id generator class, the sampled bit, the
+# SpanContext-is-a-tuple probe and the SpanContext shortcut checked against it.
+_RandomIdGenerator = _telemetry._RandomIdGenerator
+_SAMPLED_BIT = _telemetry._SAMPLED_BIT
+_TUPLE_SPAN_CONTEXT = _telemetry._TUPLE_SPAN_CONTEXT
+_new_span_context = _telemetry._new_span_context
 
 __all__ = [
     "Hop",
@@ -131,11 +133,10 @@ class PlannedSpan(NonRecordingSpan):
         with _draw_lock:
             context = self._context
             if context is None:
-                ids = self.id_source
-                # The SDK's default generator is random.getrandbits(64),
-                # retried on 0: called directly, one frame instead of three.
-                span_id = (_random.getrandbits(64) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_span_id()
-                context = self._context = _make_span_context(self.trace_id, span_id, self.trace_flags, self.trace_state)
+                span_id = _telemetry.draw_span_id(self.id_source)
+                context = self._context = _new_span_context(
+                    self.trace_id, span_id, False, self.trace_flags, self.trace_state
+                )
         return context
 
     def parent_context(self) -> SpanContext:
@@ -214,38 +215,7 @@ def plan_span(
 on_close: Callable[[Hop], None] | None = None
 
 
-def _span_context_slow(trace_id: int, span_id: int, flags: TraceFlags, state: Any) -> SpanContext:
-    return SpanContext(trace_id, span_id, False, flags, state)
-
-
-def _span_context_fast(trace_id: int, span_id: int, flags: TraceFlags, state: Any) -> SpanContext:
-    # SpanContext is a tuple; its __new__ only re-checks id ranges, which the
-    # id generator already guarantees.  Checked against the real constructor below.
-    return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))  # type: ignore[return-value]
-
-
-try:
-    _probe = _span_context_fast(1, 2, _SAMPLED, INVALID_SPAN_CONTEXT.trace_state)
-    _make_span_context = (
-        _span_context_fast
-        if _probe == SpanContext(1, 2, False, _SAMPLED, INVALID_SPAN_CONTEXT.trace_state) and _probe.is_valid
-        else _span_context_slow
-    )
-except Exception:  # pragma: no cover - a future API that is not a tuple
-    _make_span_context = _span_context_slow
-
-# SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
-# is_valid): plan_span unpacks it once instead of four property calls.  Checked here.
-try:
-    _probe_context = SpanContext(1, 2, False, _SAMPLED, _INVALID_TRACE_STATE)
-    _TUPLE_SPAN_CONTEXT = isinstance(_probe_context, tuple) and tuple(_probe_context) == (
-        _probe_context.trace_id, _probe_context.span_id, _probe_context.is_remote,
-        _probe_context.trace_flags, _probe_context.trace_state, _probe_context.is_valid,
-    ) and tuple(INVALID_SPAN_CONTEXT)[5] is INVALID_SPAN_CONTEXT.is_valid
-except Exception:  # pragma: no cover
-    _TUPLE_SPAN_CONTEXT = False
 _object_new = object.__new__
-_SAMPLED_BIT = int(TraceFlags.SAMPLED)
 _RANDOM_TRACE_ID_BIT = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))  # W3C level 2; older APIs: no bit
 _SAMPLED_RANDOM = TraceFlags(_SAMPLED | _RANDOM_TRACE_ID_BIT)
 

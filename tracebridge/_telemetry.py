@@ -551,11 +551,23 @@ try:
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator as _RandomIdGenerator
 except ImportError:  # pragma: no cover - the SDK is a dependency
     _RandomIdGenerator = None  # type: ignore[assignment,misc]
-# SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid).
-_TUPLE_SPAN_CONTEXT = isinstance(INVALID_SPAN_CONTEXT, tuple) and tuple(INVALID_SPAN_CONTEXT) == (
-    INVALID_SPAN_CONTEXT.trace_id, INVALID_SPAN_CONTEXT.span_id, INVALID_SPAN_CONTEXT.is_remote,
-    INVALID_SPAN_CONTEXT.trace_flags, INVALID_SPAN_CONTEXT.trace_state, INVALID_SPAN_CONTEXT.is_valid,
-)
+# SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
+# is_valid): the hot spots unpack it once instead of calling five properties.
+# Checked here, on a valid context and on the invalid one; shared with _hop.
+try:
+    _probe_context = SpanContext(1, 2, False, TraceFlags(TraceFlags.SAMPLED), INVALID_SPAN_CONTEXT.trace_state)
+    _TUPLE_SPAN_CONTEXT = isinstance(_probe_context, tuple) and tuple(_probe_context) == (
+        _probe_context.trace_id, _probe_context.span_id, _probe_context.is_remote,
+        _probe_context.trace_flags, _probe_context.trace_state, _probe_context.is_valid,
+    ) and tuple(INVALID_SPAN_CONTEXT)[5] is INVALID_SPAN_CONTEXT.is_valid
+except Exception:  # pragma: no cover - a future API whose SpanContext is not this tuple
+    _TUPLE_SPAN_CONTEXT = False
+
+
+def draw_span_id(ids: ReplayIdGenerator) -> int:
+    """A new span id from ``ids``: the SDK's default generator is getrandbits(64), retried on 0,
+    called directly (one frame instead of three)."""
+    return (_getrandbits(64) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_span_id()
 
 
 class DeferredSpans:
@@ -783,8 +795,7 @@ class DeferredSpans:
             flags = root_flags  # trace_state stays the invalid parent's empty one, as for a sampled root
             parent_context = None
         if span_id is None:
-            # The SDK's default generator is getrandbits(64), retried on 0.
-            span_id = (_getrandbits(64) if type(ids.inner) is _RandomIdGenerator else 0) or ids.new_span_id()
+            span_id = draw_span_id(ids)
         context = _new_span_context(trace_id, span_id, False, flags, trace_state)
         status = _UNSET_STATUS
         span_events: tuple[Any, ...] = ()
