@@ -87,3 +87,69 @@ def test_add_item_records_are_built_in_order_and_a_failing_item_is_counted() -> 
     assert buffer.drain() == 3
     assert built == ["first", "second", "third"]
     assert tracebridge.stats().tracing_errors == errors + 1
+
+
+def test_a_pass_mixing_inline_and_general_spans_delivers_each_once_in_order(
+    spans: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests that the drain's inline path and its general path (errors, roots) share the ready lists safely.
+
+    Small delivery batches make the general path hand the lists over in the
+    middle of the pass: an inline span cached against a delivered list would be lost.
+    """
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    monkeypatch.setattr(_telemetry, "_DELIVER_EVERY", 3)
+    tracer = _telemetry.get_tracer()
+    assert tracer is not None
+    ids = tracer.id_generator  # type: ignore[attr-defined]
+    parent = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.SAMPLED))
+    buffer = _buffer(capacity=100)
+
+    def plain(name: str) -> tuple[str, dict[str, Any]]:
+        return name, {"kind": "plain"}
+
+    def failed(name: str) -> tuple[Any, ...]:
+        return name, {"kind": "failed"}, ids, None, 0x1234 + len(name), ("ValueError", "bad", "trace"), None
+
+    expected = []
+    for n in range(10):
+        buffer.record(plain, tracer, parent, n, n + 1, f"plain-{n}")
+        expected.append(f"plain-{n}")
+        if n % 3 == 0:
+            buffer.record(failed, tracer, parent, n, n + 1, f"failed-{n}")
+            expected.append(f"failed-{n}")
+        if n % 4 == 0:
+            buffer.record(plain, tracer, None, n, n + 1, f"root-{n}")
+            expected.append(f"root-{n}")
+    assert buffer.drain() == len(expected)
+    finished = spans.finished()
+    assert sorted(span.name for span in finished) == sorted(expected)
+    by_name = {span.name: span for span in finished}
+    for name, span in by_name.items():
+        if name.startswith("root-"):
+            assert span.parent is None and span.context.trace_id not in (0, 0xABC)
+        else:
+            assert span.parent == parent and span.context.trace_id == 0xABC
+        assert span.context.trace_flags.sampled
+    assert by_name["failed-3"].status.status_code.name == "ERROR"
+    assert by_name["failed-3"].context.span_id == 0x1234 + len("failed-3")
+    assert by_name["plain-3"].attributes["kind"] == "plain"
+
+
+def test_a_planned_span_is_exported_with_its_own_span_context(spans: Any) -> None:
+    """Tests that a hop whose id a child already asked for is built with that very SpanContext (no copy)."""
+    from tracebridge.sync import sync_to_async
+
+    seen: list[Any] = []
+
+    def callee() -> None:
+        from opentelemetry import trace
+
+        seen.append(trace.get_current_span().get_span_context())  # draws the hop's id now
+
+    import asyncio
+
+    asyncio.run(sync_to_async(callee)())
+    (hop,) = spans.named("tracebridge.sync_to_async")
+    assert hop.context is seen[0]

@@ -516,11 +516,11 @@ class Hop(PlannedSpan):
 
 
 def _build_hop(hop: Hop) -> tuple[Any, ...]:
-    # On the drain thread: (name, attributes, ids, root trace id, span id, error, events).
-    events = hop.events  # watchdog reports, if any
+    # On the drain thread: (name, attributes, ids, root trace id, span id, error, events, own context).
+    context = hop.get_span_context()  # drawn already if a child asked: reused as the span's
     return (
         hop.name, hop.span_attributes(), hop.id_source, hop.trace_id if hop.parent is None else None,
-        hop.get_span_context().span_id, hop.error, events,
+        context.span_id, hop.error, hop.events, context,
     )
 
 

@@ -434,7 +434,7 @@ def ms(start_ns: int, end_ns: int) -> float:
 # Deferred spans.
 
 # A builder turns a record's payload tuple into (span name, attributes).
-# Hops' builders return a longer tuple: see DeferredSpans.drain.
+# Planned spans' builders (hops, WSGI calls) return a longer tuple: see DeferredSpans._build_spec.
 SpanBuilder = Callable[[Any], tuple[Any, ...]]
 _Record = tuple[SpanBuilder, Tracer, ParentRef, int, int, Any]
 
@@ -564,6 +564,9 @@ except Exception:  # pragma: no cover - a future API whose SpanContext is not th
     _TUPLE_SPAN_CONTEXT = False
 
 
+_tuple_new = tuple.__new__
+
+
 def draw_span_id(ids: ReplayIdGenerator) -> int:
     """A new span id from ``ids``: the SDK's default generator is getrandbits(64), retried on 0,
     called directly (one frame instead of three)."""
@@ -595,6 +598,7 @@ class DeferredSpans:
         # id(processor) -> (processor, inline, spans built for it, not yet delivered).
         self._ready: dict[int, tuple[Any, bool, list[Any]]] = {}
         self._ready_count = 0
+        self._deliveries = 0  # passes of _deliver: the drain loop's cached ready list is stale once it moves
 
     def __len__(self) -> int:
         return len(self._records)
@@ -609,20 +613,9 @@ class DeferredSpans:
         payload: Any,
     ) -> None:
         """Remember one span to build later.  Never blocks, never raises."""
-        self._append((builder, tracer, parent, start_ns, end_ns, payload), 1)
+        self.add((builder, tracer, parent, start_ns, end_ns, payload))
 
-    def push(self, record: tuple[Any, ...]) -> None:
-        """Remember one span given as a flat record ``(builder, tracer, parent, start_ns, end_ns, field, ...)``.
-
-        For the hottest callers (Local accesses): the payload fields sit in the
-        record itself, so the hot path builds one tuple instead of two (and
-        leaves one object less for the garbage collector).  The builder
-        receives the whole record and reads its fields from index 5.  Never
-        blocks, never raises.
-        """
-        self._append(record, 1)
-
-    def add(self, item: DeferredItem, spans: int = 1) -> None:
+    def add(self, item: DeferredItem | tuple[Any, ...], spans: int = 1) -> None:
         """Remember an object that describes its own span(s) when drained (see :class:`DeferredItem`).
 
         Cheaper than :meth:`record` for an object that lives until then anyway
@@ -630,20 +623,25 @@ class DeferredSpans:
         garbage collector to track.  ``spans`` is how many it will make (for
         the drop count).  Never blocks, never raises.
         """
-        self._append(item, spans)
-
-    def _append(self, entry: Any, spans: int) -> None:
         # The traced thread: one len and one append (atomic under the GIL, no lock).
         records = self._records
         waiting = len(records)
         if waiting >= self.capacity:
             self._dropped(spans)
             return
-        records.append(entry)
+        records.append(item)
         if waiting == _WAKE_AT:
             self._wake.set()  # a burst: drain now rather than at the next tick
         if self._thread is None:  # first record, or first since a fork (see _after_fork_in_child)
             self._start_thread()
+
+    # push(record): one span given as a flat record ``(builder, tracer, parent,
+    # start_ns, end_ns, field, ...)``.  For the hottest callers (Local
+    # accesses): the payload fields sit in the record itself, so the hot path
+    # builds one tuple instead of two (one object less for the garbage
+    # collector); the builder receives the whole record and reads its fields
+    # from index 5.  The same append as add: one call on the hot path, not two.
+    push = add
 
     def _dropped(self, spans: int) -> None:
         stats.deferred_dropped += spans
@@ -674,24 +672,124 @@ class DeferredSpans:
             self.drain()
 
     def drain(self) -> int:
-        """Turn every buffered record into a real span now; returns how many."""
+        """Turn every buffered record into a real span now; returns how many.
+
+        The drain thread's loop (or a flush's).  The common span -- a child of
+        a sampled parent, no error, no events, under an SDK tracer -- is built
+        right here, without a call per step: under load this loop is the
+        largest share of tracing's CPU after the traced code itself.  Every
+        other span (roots, errors, events, other tracers, unsampled parents)
+        goes through :meth:`_build`.
+        """
         made = 0
         records = self._records
         build = self._build
+        plumbing_of = self._plumbing
+        # What the inline path needs from the record's tracer: looked up again
+        # when the tracer changes, and its ready list again whenever the ready
+        # lists were handed over (a span must never land in a delivered list).
+        last_tracer: Any = None
+        plumbing: Any = False
+        fast = False
+        processors = resource = scope = info = ids = root_flags = ready = None
+        inline = random_ids = False
+        deliveries = -1
+        unchecked = _new_span_context is _span_context_unchecked
         with self._drain_lock:
             while True:
                 try:
-                    record = records.popleft()
+                    item = records.popleft()
                 except IndexError:
                     break
-                if type(record) is tuple:
-                    made += build(record)
-                    continue
-                try:
-                    for each in record.deferred_records():  # type: ignore[attr-defined]
-                        made += build(each)
-                except Exception:
-                    tracing_failed("deferred span")
+                if type(item) is tuple:
+                    batch: Sequence[_Record] = (item,)
+                else:
+                    try:
+                        batch = item.deferred_records()  # type: ignore[attr-defined]
+                    except Exception:
+                        tracing_failed("deferred span")
+                        continue
+                for record in batch:
+                    try:
+                        tracer = record[1]
+                        if tracer is not last_tracer:
+                            last_tracer = tracer
+                            plumbing = plumbing_of.get(id(tracer))
+                            if plumbing is None:
+                                plumbing = plumbing_of[id(tracer)] = (
+                                    False if _DIRECT_SPANS_OFF else _direct_plumbing(tracer)
+                                )
+                            fast = plumbing is not False and _TUPLE_SPAN_CONTEXT and _READABLE_SPAN_POSITIONAL
+                            if fast:
+                                processors, inline, resource, scope, info, ids, root_flags = plumbing
+                                random_ids = type(ids.inner) is _RandomIdGenerator  # type: ignore[union-attr]
+                            deliveries = -1
+                        if not fast:
+                            made += build(record)
+                            continue
+                        parent = record[2]
+                        if type(parent) is not SpanContext:
+                            # resolve_parent, inlined: mostly a hop, whose id is drawn now if need be.
+                            if parent is None:
+                                parent = INVALID_SPAN_CONTEXT
+                            elif not isinstance(parent, SpanContext):
+                                parent = parent.get_span_context()
+                        trace_id, _span_id, _remote, flags, trace_state, valid = parent
+                        if valid:
+                            if not flags & _SAMPLED_BIT:
+                                made += build(record)  # an unsampled trace: the general path decides
+                                continue
+                            span_parent: SpanContext | None = parent
+                        elif root_flags is not None:
+                            # A root, under a sampler that samples every root: the
+                            # flags start_span would give it (see _emit_directly).
+                            flags = root_flags
+                            trace_id = None
+                            span_parent = None
+                        else:
+                            made += build(record)  # a root the sampler must decide on
+                            continue
+                        spec = record[0](record[5] if len(record) == 6 else record)
+                        if len(spec) == 2:
+                            # A new span: its ids are drawn now (the SDK's default
+                            # generator called directly, as draw_span_id does).
+                            name, attributes = spec
+                            if trace_id is None:
+                                trace_id = (_getrandbits(128) if random_ids else 0) or ids.new_trace_id()  # type: ignore[union-attr]
+                            span_id = (_getrandbits(64) if random_ids else 0) or ids.new_span_id()  # type: ignore[union-attr]
+                            if unchecked:  # _span_context_unchecked, inlined
+                                context = _tuple_new(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
+                            else:  # pragma: no cover - an API whose SpanContext is not the tuple it is today
+                                context = _new_span_context(trace_id, span_id, False, flags, trace_state)
+                        elif spec[5] is None and not (len(spec) > 6 and spec[6]):
+                            # A planned span (a hop, a WSGI call): its ids were handed
+                            # out already, and its own SpanContext is reused when it has one.
+                            name, attributes = spec[0], spec[1]
+                            context = spec[7] if len(spec) > 7 else None
+                            if context is None:
+                                if trace_id is None:
+                                    trace_id = spec[3] or ids.new_trace_id()  # type: ignore[union-attr]
+                                context = _new_span_context(trace_id, spec[4], False, flags, trace_state)
+                        else:
+                            made += self._build_spec(record, parent, spec)  # an error or events
+                            continue
+                        if deliveries != self._deliveries:
+                            deliveries = self._deliveries
+                            ready = self._ready.get(id(processors))
+                            if ready is None:
+                                ready = self._ready[id(processors)] = (processors, inline, [])
+                        ready[2].append(  # type: ignore[index]
+                            _ReadableSpan(
+                                name, context, span_parent, resource, attributes, (), (), _INTERNAL,
+                                info, _UNSET_STATUS, record[3], record[4], scope,
+                            )
+                        )
+                        made += 1
+                        self._ready_count += 1
+                        if self._ready_count >= _DELIVER_EVERY:
+                            self._deliver()
+                    except Exception:
+                        tracing_failed("deferred span")
             self._deliver()
             self._parents.clear()
             self._plumbing.clear()
@@ -701,19 +799,24 @@ class DeferredSpans:
     def _build(self, record: _Record) -> int:
         # The drain thread: one record -> one span handed to the processors (1), or nothing (0).
         try:
-            if len(record) == 6:
-                builder, tracer, parent, start_ns, end_ns, payload = record
-            else:  # a flat record (push): the builder reads its fields itself
-                builder, tracer, parent, start_ns, end_ns = record[:5]
-                payload = record
+            parent = record[2]
             if type(parent) is not SpanContext:
                 parent = resolve_parent(parent)
-            spec = builder(payload)
+            # A flat record (push): the builder reads its fields itself.
+            return self._build_spec(record, parent, record[0](record[5] if len(record) == 6 else record))
+        except Exception:
+            tracing_failed("deferred span")
+            return 0
+
+    def _build_spec(self, record: _Record, parent: SpanContext, spec: tuple[Any, ...]) -> int:
+        # The general case of drain's loop, once the builder has run.
+        tracer, start_ns, end_ns = record[1], record[3], record[4]
+        try:
             error = None
             events = None
             if len(spec) > 2:
                 # A span whose ids were handed out already (a hop):
-                # (name, attributes, ids, trace_id or None, span_id, error[, events]).
+                # (name, attributes, ids, trace_id or None, span_id, error[, events[, its own SpanContext]]).
                 name, attributes, ids, trace_id, span_id, error = spec[:6]
                 if len(spec) > 6:
                     events = spec[6]  # (name, attributes, time_ns) each, e.g. watchdog reports
@@ -843,6 +946,7 @@ class DeferredSpans:
         # The drain thread, under the drain lock: hand the built spans over.
         ready, self._ready = self._ready, {}
         self._ready_count = 0
+        self._deliveries += 1
         for processors, inline, spans in ready.values():
             if inline:
                 # SynchronousMultiSpanProcessor.on_end's loop, a batch at a

@@ -163,13 +163,14 @@ def _build_local_access(record: tuple[Any, ...]) -> tuple[str, _telemetry.Attrib
     # The record is flat (DeferredSpans.push): builder, tracer, parent, start,
     # end, then the access.  The thread travels as its cached ThreadRef
     # (current_thread_ref): no Thread object kept alive, no name read per access.
-    local_id, key, operation, thread_critical, found, thread = record[5:]  # thread: a ThreadRef
+    # Fields 5..10: the Local's id, key, operation, thread_critical, found, thread (a ThreadRef).
+    thread = record[10]
     return semconv.LOCAL_ACCESS, {
-        semconv.LOCAL_ID: hex(local_id),
-        semconv.LOCAL_ATTRIBUTE: key,
-        semconv.LOCAL_OPERATION: operation,
-        semconv.LOCAL_THREAD_CRITICAL: thread_critical,
-        semconv.LOCAL_FOUND: found,
+        semconv.LOCAL_ID: hex(record[5]),
+        semconv.LOCAL_ATTRIBUTE: record[6],
+        semconv.LOCAL_OPERATION: record[7],
+        semconv.LOCAL_THREAD_CRITICAL: record[8],
+        semconv.LOCAL_FOUND: record[9],
         semconv.THREAD_ID: thread.ident,
         semconv.THREAD_NAME: thread.name,
     }

@@ -40,13 +40,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
 from opentelemetry.trace import NonRecordingSpan, Span, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import _telemetry, semconv
 from ._hop import (
     _SAMPLED_BIT,
     PlannedSpan,
     attach_context,
-    context_with_span,
     current_context,
     detach_token,
     plan_span,
@@ -55,6 +55,8 @@ from .flow_snapshot import ThreadRef
 from .sync import AsyncToSync, sync_to_async
 
 _object_new = object.__new__
+_Context = otel_context.Context
+_thread_refs = _telemetry._thread_refs
 
 __all__ = [
     "DEFAULT_REDACTED_KEYS",
@@ -232,38 +234,22 @@ class _WsgiTrace(PlannedSpan):
     are recorded exactly.
     """
 
-    __slots__ = (
-        "span",
-        "token",
-        "tracer",
-        "start_ns",
-        "capture",
-        "scope",
-        "application",
-        "attributes",
-        # Noted by the sync thread as the call goes.
-        "request_bytes",
-        "thread",
-        "status",
-        "first_byte_ns",
-        "response_headers",
-        "response_bytes",
-        "chunks",
-        "closed",
-        "ran_app",
-        "rejected",
-    )
+    __slots__ = ("span", "token", "tracer", "start_ns", "capture", "scope", "application", "attributes")
 
-    request_bytes: int | None
-    thread: ThreadRef | None
-    status: int | None
-    first_byte_ns: int
-    response_headers: Iterable[tuple[bytes, bytes]] | None
-    response_bytes: int
-    chunks: int
-    closed: bool
-    ran_app: bool
-    rejected: BaseException | None
+    # Noted by the sync thread as the call goes.  Class-level defaults, not
+    # slots: the loop thread opening the call writes none of them (most stay
+    # unset on most calls).
+    request_bytes: int | None = None
+    thread: ThreadRef | None = None
+    status: int | None = None
+    first_byte_ns = 0
+    response_headers: Iterable[tuple[bytes, bytes]] | None = None
+    response_bytes = 0
+    chunks = 0
+    closed = False
+    ran_app = False
+    rejected: BaseException | None = None
+    end_ns = 0  # set by close when the span is left to the drain thread
 
     @classmethod
     def open(cls, tracer: Tracer, scope: object, application: object) -> _WsgiTrace | None:
@@ -277,10 +263,6 @@ class _WsgiTrace(PlannedSpan):
             trace.capture = _capture
             trace.scope = scope
             trace.application = application
-            trace.token = trace.request_bytes = trace.thread = trace.status = None
-            trace.response_headers = trace.rejected = None
-            trace.first_byte_ns = trace.response_bytes = trace.chunks = 0
-            trace.closed = trace.ran_app = False
             ids = _telemetry.replay_ids()
             if (
                 ids is None
@@ -303,7 +285,7 @@ class _WsgiTrace(PlannedSpan):
                 trace.span = trace
             # Current for the rest of the call, so the hop into the sync
             # thread (and every send's hop back) become children of this span.
-            trace.token = attach_context(context_with_span(trace.span, context))
+            trace.token = attach_context(_Context({**context, _SPAN_KEY: trace.span}))  # context_with_span, inlined
             return trace
         except Exception:
             _telemetry.tracing_failed("opening a WSGI span")
@@ -334,7 +316,8 @@ class _WsgiTrace(PlannedSpan):
             if error is None and not status_error:
                 # The attributes are computed on the drain thread: every field
                 # they read is final now (the sync thread is done).
-                _telemetry.deferred.record(_build_wsgi_span, self.tracer, self.parent, self.start_ns, end_ns, self)
+                self.end_ns = end_ns
+                _telemetry.deferred.add(self)  # queued whole: see deferred_records
                 return
             attributes = self.attributes
             if attributes is None:
@@ -357,6 +340,10 @@ class _WsgiTrace(PlannedSpan):
             self._end_now(span, error, status_error)
         except Exception:
             _telemetry.tracing_failed("closing a WSGI span")
+
+    def deferred_records(self) -> tuple[tuple[Any, ...]]:
+        """On the drain thread: the record of the call's span (all its fields are final)."""
+        return ((_build_wsgi_span, self.tracer, self.parent, self.start_ns, self.end_ns, self),)
 
     def _end_now(self, span: Span, error: BaseException | None, status_error: bool) -> None:
         attributes = {} if self.span is self else self._end_attributes()
@@ -392,18 +379,21 @@ class _WsgiTrace(PlannedSpan):
 
 
 def _build_wsgi_span(trace: _WsgiTrace) -> tuple[Any, ...]:
-    # On the drain thread: (name, attributes, ids, root trace id, span id, error).
+    # On the drain thread: (name, attributes, ids, root trace id, span id, error, events, own context).
     attributes = trace.attributes
     if attributes is None:
         attributes = trace.start_attributes()
     attributes.update(trace._end_attributes())
+    context = trace.get_span_context()  # drawn already if the hop under it asked: reused as the span's
     return (
         semconv.WSGI_CALL,
         attributes,
         trace.id_source,
         trace.trace_id if trace.parent is None else None,
-        trace.get_span_context().span_id,
+        context.span_id,
         None,
+        None,
+        context,
     )
 
 
@@ -666,7 +656,7 @@ class WsgiToAsgiInstance:
         """
         trace = self._trace
         if trace is not None:
-            trace.thread = _telemetry.current_thread_ref()
+            trace.thread = _thread_refs.ref or _telemetry.current_thread_ref()  # a ThreadRef is truthy
         try:
             environ = self.build_environ(self.scope, body)
         except ValueError as error:

@@ -52,7 +52,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from time import time_ns
-from types import MethodType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import wrapt
@@ -68,6 +68,8 @@ from ..timeout import _record_expiry_span
 __all__ = ["Patch", "PatchPoint", "install", "patch_points", "uninstall"]
 
 _get_tracer = _telemetry.get_tracer
+_thread_refs = _telemetry._thread_refs
+_current_thread_ref = _telemetry.current_thread_ref
 _current_thread = threading.current_thread
 _get_running_loop = asyncio._get_running_loop
 
@@ -254,7 +256,8 @@ def _sync_to_async_call(
         if hop is None:
             return await original(instance, *args, **kwargs)
         token = _S2A_HOP.set(hop)
-        given = _publish_in_given_context(instance, hop)
+        # sync_to_async(..., context=ctx) is rare: checked here, not in a call.
+        given = None if getattr(instance, "context", None) is None else _publish_in_given_context(instance, hop)
         error: BaseException | None = None
         try:
             return await original(instance, *args, **kwargs)
@@ -262,7 +265,10 @@ def _sync_to_async_call(
             error = exc
             raise
         finally:
-            _reset(_S2A_HOP, token)
+            try:
+                _S2A_HOP.reset(token)  # same task, same context: cannot fail
+            except Exception:
+                _telemetry.tracing_failed("resetting the published hop")
             if given is not None:
                 _unpublish_in_given_context(instance, given)
             if hop.handoff_kind is not None and not hop.executor_id:
@@ -359,18 +365,18 @@ def _run_child(child: Callable[[], Any]) -> Any:
 # async_to_sync
 
 
-def _async_to_sync_call(s2a_cls: Any, a2s_cls: Any) -> Callable[..., Any]:
-    def async_to_sync_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _async_to_sync_call(s2a_cls: Any, a2s_cls: Any, original: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(instance: Any, *args: Any, **kwargs: Any) -> Any:
         # The sync caller's thread (no running loop, or asgiref raises below).
         __traceback_hide__ = True  # noqa: F841
         tracer = _get_tracer()
         call = None if tracer is None else _open_async_to_sync(s2a_cls, a2s_cls, tracer, instance)
         if call is None:
-            return wrapped(*args, **kwargs)
+            return original(instance, *args, **kwargs)
         token = _A2S_CALL.set(call)
         error: BaseException | None = None
         try:
-            return wrapped(*args, **kwargs)
+            return original(instance, *args, **kwargs)
         except BaseException as exc:
             error = exc
             raise
@@ -379,7 +385,7 @@ def _async_to_sync_call(s2a_cls: Any, a2s_cls: Any) -> Callable[..., Any]:
             call.hop.close(error)
             del error
 
-    return async_to_sync_call
+    return __call__
 
 
 def _open_async_to_sync(s2a_cls: Any, a2s_cls: Any, tracer: Tracer, instance: Any) -> _A2SCall | None:
@@ -404,20 +410,23 @@ def _open_async_to_sync(s2a_cls: Any, a2s_cls: Any, tracer: Tracer, instance: An
         return None
 
 
-def _main_wrap(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    # Called synchronously by AsyncToSync.__call__ on the caller's thread, to
-    # build the coroutine it schedules; wrap the user's awaitable inside it.
-    __traceback_hide__ = True  # noqa: F841
-    call = _A2S_CALL.get(None)
-    if call is None or call.claimed:
-        return wrapped(*args, **kwargs)
-    if len(args) >= 5:
-        call.claimed = True
-        args = (*args[:4], _run_awaitable(call, args[4]), *args[5:])
-    elif "awaitable" in kwargs:
-        call.claimed = True
-        kwargs = {**kwargs, "awaitable": _run_awaitable(call, kwargs["awaitable"])}
-    return wrapped(*args, **kwargs)
+def _main_wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+    def main_wrap(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        # Called synchronously by AsyncToSync.__call__ on the caller's thread, to
+        # build the coroutine it schedules; wrap the user's awaitable inside it.
+        __traceback_hide__ = True  # noqa: F841
+        call = _A2S_CALL.get(None)  # set only while tracing
+        if call is None or call.claimed:
+            return original(instance, *args, **kwargs)
+        if len(args) >= 5:
+            call.claimed = True
+            args = (*args[:4], _run_awaitable(call, args[4]), *args[5:])
+        elif "awaitable" in kwargs:
+            call.claimed = True
+            kwargs = {**kwargs, "awaitable": _run_awaitable(call, kwargs["awaitable"])}
+        return original(instance, *args, **kwargs)
+
+    return main_wrap
 
 
 async def _run_awaitable(call: _A2SCall, awaitable: Any) -> Any:
@@ -457,13 +466,21 @@ class _Handoff:
     executor: object
 
 
-def _submit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    # The submitting thread (a loop thread, inside loop.run_in_executor, in
-    # the awaiting task's context).  Queued work is wrapped to time itself.
-    __traceback_hide__ = True  # noqa: F841
-    tracer = _get_tracer()
-    if tracer is None or not args:
-        return wrapped(*args, **kwargs)
+def _submit(original: Callable[..., Any]) -> Callable[..., Any]:
+    def submit(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        # The submitting thread (a loop thread, inside loop.run_in_executor, in
+        # the awaiting task's context).  Queued work is wrapped to time itself.
+        __traceback_hide__ = True  # noqa: F841
+        tracer = _get_tracer()
+        if tracer is not None and args:
+            args = _timed_work(tracer, instance, args)
+        return original(instance, *args, **kwargs)
+
+    return submit
+
+
+def _timed_work(tracer: Tracer, instance: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    # submit's arguments with the work item wrapped in _run_handoff.
     try:
         fn = args[0]
         hop = _S2A_HOP.get(None)
@@ -476,10 +493,10 @@ def _submit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             parent = _telemetry.current_parent()
             function = _telemetry.function_name(fn)
         handoff = _Handoff(tracer, parent, function, _current_thread(), time_ns(), instance)
-        args = (functools.partial(_run_handoff, handoff, fn), *args[1:])
+        return (functools.partial(_run_handoff, handoff, fn), *args[1:])
     except Exception:
         _telemetry.tracing_failed("asgiref CurrentThreadExecutor submit")
-    return wrapped(*args, **kwargs)
+        return args
 
 
 def _run_handoff(handoff: _Handoff, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -507,20 +524,23 @@ def _run_handoff(handoff: _Handoff, fn: Callable[..., Any], *args: Any, **kwargs
         )
 
 
-def _run_until_future(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    # The owner thread, about to block serving its queue.  Not gated on the
-    # tracer: the serving stack must stay balanced if tracing flips meanwhile.
-    __traceback_hide__ = True  # noqa: F841
-    call = _A2S_CALL.get(None)
-    if call is not None and not call.executor_noted:
-        call.executor_noted = True
-        call.hop.executor_id = id(instance)
-    stack = _serving.stack
-    stack.append(instance)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        stack.pop()
+def _run_until_future(original: Callable[..., Any]) -> Callable[..., Any]:
+    def run_until_future(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        # The owner thread, about to block serving its queue.  Not gated on the
+        # tracer: the serving stack must stay balanced if tracing flips meanwhile.
+        __traceback_hide__ = True  # noqa: F841
+        call = _A2S_CALL.get(None)
+        if call is not None and not call.executor_noted:
+            call.executor_noted = True
+            call.hop.executor_id = id(instance)
+        stack = _serving.stack
+        stack.append(instance)
+        try:
+            return original(instance, *args, **kwargs)
+        finally:
+            stack.pop()
+
+    return run_until_future
 
 
 # ---------------------------------------------------------------------------
@@ -550,7 +570,8 @@ def _record_access(
                 _current_otel_context().get(_SPAN_KEY),  # resolved on the drain thread
                 start_ns,
                 time_ns(),
-                id(local), key, operation, thread_critical, found, _telemetry.current_thread_ref(),
+                id(local), key, operation, thread_critical, found,
+                _thread_refs.ref or _current_thread_ref(),  # current_thread_ref(), inlined (a ThreadRef is truthy)
             )
         )
     except Exception:
@@ -696,29 +717,6 @@ def patch_points() -> list[PatchPoint]:
     ]
 
 
-def _plain_wrapper(original: Callable[..., Any], wrapper: Callable[..., Any], gated: bool) -> Callable[..., Any]:
-    """A plain function calling ``wrapper(bound original, self, args, kwargs)``, as wrapt would.
-
-    ``gated``: with tracing off call the original straight away.
-    """
-    if gated:
-
-        def replacement(self: Any, *args: Any, **kwargs: Any) -> Any:
-            __traceback_hide__ = True  # noqa: F841
-            if _get_tracer() is None:
-                return original(self, *args, **kwargs)
-            return wrapper(MethodType(original, self), self, args, kwargs)
-
-    else:
-
-        def replacement(self: Any, *args: Any, **kwargs: Any) -> Any:
-            __traceback_hide__ = True  # noqa: F841
-            return wrapper(MethodType(original, self), self, args, kwargs)
-
-    functools.update_wrapper(replacement, original)  # __wrapped__ points at asgiref's
-    return replacement
-
-
 def _own(owner: type, name: str) -> Any:
     # The attribute as stored on the class itself (not inherited), or None.
     return owner.__dict__.get(name)
@@ -759,10 +757,10 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
         enabled: Any = _get_tracer if gated else None  # truthy: a Tracer; falsy: None (tracing off)
         put(owner, name, original, wrapt.FunctionWrapper(original, wrapper, enabled=enabled))
 
-    def plain(owner: type, name: str, wrapper: Callable[..., Any], *, gated: bool = True) -> None:
-        # On every request's path: a plain function (see the module docstring).
+    def direct(owner: type, name: str, make: Callable[[Any], Callable[..., Any]]) -> None:
+        # On every request's path: a plain function calling the original itself (see the module docstring).
         original = _own(owner, name)
-        put(owner, name, original, _plain_wrapper(original, wrapper, gated))
+        put(owner, name, original, functools.update_wrapper(make(original), original))
 
     for point in patch_points():
         owner = classes.get(point.owner)
@@ -773,20 +771,17 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
             continue
         key = (point.owner, point.name)
         if key == ("SyncToAsync", "__call__"):
-            original = _own(owner, point.name)
-            replacement = _sync_to_async_call(s2a, a2s, original)
-            put(owner, point.name, original, functools.update_wrapper(replacement, original))
+            direct(owner, point.name, functools.partial(_sync_to_async_call, s2a, a2s))
         elif key == ("SyncToAsync", "thread_handler"):
-            original = _own(owner, point.name)
-            put(owner, point.name, original, functools.update_wrapper(_thread_handler(original), original))
+            direct(owner, point.name, _thread_handler)
         elif key == ("AsyncToSync", "__call__"):
-            plain(owner, point.name, _async_to_sync_call(s2a, a2s))
+            direct(owner, point.name, functools.partial(_async_to_sync_call, s2a, a2s))
         elif key == ("AsyncToSync", "main_wrap"):
-            plain(owner, point.name, _main_wrap)
+            direct(owner, point.name, _main_wrap)
         elif key == ("CurrentThreadExecutor", "submit"):
-            plain(owner, point.name, _submit)
+            direct(owner, point.name, _submit)
         elif key == ("CurrentThreadExecutor", "run_until_future"):
-            plain(owner, point.name, _run_until_future, gated=False)
+            direct(owner, point.name, _run_until_future)
         elif key == ("timeout", "_do_enter"):
             wrap(owner, point.name, _timeout_enter)
         elif key == ("timeout", "_cancel_task"):
