@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import StatusCode
 
 import tracebridge
+import tracebridge._hop
 from tracebridge import _telemetry, semconv
 from tracebridge.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
 
@@ -330,7 +331,8 @@ async def test_tracing_failure_is_swallowed_and_counted(spans: SpanRecorder, mon
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("tracing bug")
 
-    monkeypatch.setattr(_telemetry, "replay_ids", broken)
+    # Building the callee's context is the last step of opening a hop.
+    monkeypatch.setattr(tracebridge._hop, "_Context", broken)
     worker = await sync_to_async(sample_function)()
     assert isinstance(worker, threading.Thread)
     assert tracebridge.stats().tracing_errors > before

@@ -168,6 +168,13 @@ def plan_span(
     span._context = None
     span.id_source = ids
     parent: Any = context.get(_SPAN_KEY)
+    if parent is None and _tracer_state.random_roots and ids is _tracer_state.ids:
+        # A root under the SDK's defaults (the usual root): what start_span would do.
+        span.parent = None
+        span.trace_id = _random.getrandbits(128) or ids.new_trace_id()
+        span.trace_flags = _SAMPLED_RANDOM
+        span.trace_state = _INVALID_TRACE_STATE
+        return True
     if type(parent) in _PLANNED_TYPES:  # not isinstance: Span is an ABC, and ABC checks are slow
         # Nested hops (and every hop under a WSGI span): copy three fields, draw nothing.
         span.parent = parent
@@ -237,6 +244,9 @@ class Hop(PlannedSpan):
     (:meth:`span_attributes`).  ``attributes`` holds extra ones (:meth:`note`).
     """
 
+    # Every fact a hop usually learns is a slot, given its "not yet" value in
+    # open(): a write to anything else would give each hop a __dict__ of its
+    # own (~300 bytes, one more object for the garbage collector per hop).
     __slots__ = (
         "span",
         "callee_context",
@@ -246,26 +256,38 @@ class Hop(PlannedSpan):
         "sampled",
         "submit_ns",
         "caller",
+        "_function",  # module.QualName of func, once computed
+        "start_ns",
+        "end_ns",
+        "close_ns",
+        "thread",  # the callee's thread (a ThreadRef), once it started
+        # What the call chose; None when it does not apply.
+        "thread_sensitive",
+        "executor_kind",
+        "executor_id",
+        "loop_id",
+        "loop_route",
+        # Set when the work goes through a single-thread executor: the hop
+        # records that executor's handoff itself (it holds every timestamp).
+        "handoff_kind",
+        "handoff_end_ns",
     )
 
-    # Everything else is set only when it happens (class-level defaults: the
-    # hot path writes only what it learns).
-    _function: str | None = None
-    start_ns = 0
-    end_ns = 0
-    thread: ThreadRef | None = None  # the callee's thread, once it started
-    # What the call chose; None when it does not apply.
-    thread_sensitive: bool | None = None
-    executor_kind: str | None = None
-    executor_id: int | None = None
-    loop_id: int | None = None
-    loop_route: str | None = None
-    attributes: dict[str, Any] | None = None
-    # Set when the work goes through a single-thread executor: the hop
-    # records that executor's handoff itself (it holds every timestamp).
-    handoff_kind: str | None = None
-    handoff_end_ns = 0
-    close_ns = 0
+    _function: str | None
+    start_ns: int
+    end_ns: int
+    close_ns: int
+    thread: ThreadRef | None
+    thread_sensitive: bool | None
+    executor_kind: str | None
+    executor_id: int | None
+    loop_id: int | None
+    loop_route: str | None
+    handoff_kind: str | None
+    handoff_end_ns: int
+
+    # Rare facts stay class-level defaults (set only when they happen).
+    attributes: dict[str, Any] | None = None  # extra attributes (note)
     error: tuple[str, str, str] | None = None
     # Span events learnt while the hop is in flight (the watchdog's reports).
     events: list[tuple[str, dict[str, Any], int]] | None = None
@@ -295,8 +317,11 @@ class Hop(PlannedSpan):
             hop.tracer = tracer
             hop.name = name
             hop.func = func
+            hop._function = hop.thread = hop.thread_sensitive = hop.executor_kind = None
+            hop.executor_id = hop.loop_id = hop.loop_route = hop.handoff_kind = None
+            hop.start_ns = hop.end_ns = hop.close_ns = hop.handoff_end_ns = 0
             hop.submit_ns = time_ns()
-            ids = _telemetry.replay_ids()
+            ids = _tracer_state.ids  # replay_ids(), inlined: every hop
             if ids is None:
                 # Not an SDK tracer: a real span now, its attributes set at close.
                 span = hop.span = tracer.start_span(name, start_time=hop.submit_ns)

@@ -131,6 +131,9 @@ class _TracerState:
     # True when the tracer's sampler samples every root span (the SDK
     # default), so a hop opening a trace need not ask it on the hot path.
     samples_all_roots: bool = False
+    # samples_all_roots, and the generator is the SDK's random one: a new
+    # root's trace id is getrandbits(128) and its flags sampled + random-id.
+    random_roots: bool = False
 
 
 _ALWAYS_ON_DESCRIPTIONS = frozenset(
@@ -240,6 +243,7 @@ def _tracer_for(provider: object) -> Tracer | None:
             if ids is not None:
                 describe = getattr(tracer.sampler, "get_description", None)  # type: ignore[union-attr]
                 _state.samples_all_roots = describe is not None and describe() in _ALWAYS_ON_DESCRIPTIONS
+                _state.random_roots = _state.samples_all_roots and type(ids.inner) is _RandomIdGenerator
         except Exception:
             tracing_failed("get_tracer")
             ids = None

@@ -57,6 +57,7 @@ from .sync import AsyncToSync, sync_to_async
 _object_new = object.__new__
 _Context = otel_context.Context
 _thread_refs = _telemetry._thread_refs
+_tracer_state = _telemetry._state  # one object for the process; its fields change, it does not
 
 __all__ = [
     "DEFAULT_REDACTED_KEYS",
@@ -234,22 +235,44 @@ class _WsgiTrace(PlannedSpan):
     are recorded exactly.
     """
 
-    __slots__ = ("span", "token", "tracer", "start_ns", "capture", "scope", "application", "attributes")
+    # Slots: a write to anything else would give each call's trace a
+    # __dict__ of its own.  The sync thread's notes are set only when they
+    # happen (open() sets just what close() reads): the drain thread reads
+    # the others with defaults (_note).
+    __slots__ = (
+        "span",
+        "token",
+        "tracer",
+        "start_ns",
+        "end_ns",  # set by close when the span is left to the drain thread
+        "capture",
+        "scope",
+        "application",
+        "attributes",
+        # Noted by the sync thread as the call goes.
+        "request_bytes",
+        "thread",
+        "status",
+        "first_byte_ns",
+        "response_headers",
+        "response_bytes",
+        "chunks",
+        "closed",
+        "ran_app",
+        "rejected",
+    )
 
-    # Noted by the sync thread as the call goes.  Class-level defaults, not
-    # slots: the loop thread opening the call writes none of them (most stay
-    # unset on most calls).
-    request_bytes: int | None = None
-    thread: ThreadRef | None = None
-    status: int | None = None
-    first_byte_ns = 0
-    response_headers: Iterable[tuple[bytes, bytes]] | None = None
-    response_bytes = 0
-    chunks = 0
-    closed = False
-    ran_app = False
-    rejected: BaseException | None = None
-    end_ns = 0  # set by close when the span is left to the drain thread
+    end_ns: int
+    request_bytes: int | None
+    thread: ThreadRef | None
+    status: int | None
+    first_byte_ns: int
+    response_headers: Iterable[tuple[bytes, bytes]] | None
+    response_bytes: int
+    chunks: int
+    closed: bool
+    ran_app: bool
+    rejected: BaseException | None
 
     @classmethod
     def open(cls, tracer: Tracer, scope: object, application: object) -> _WsgiTrace | None:
@@ -263,10 +286,11 @@ class _WsgiTrace(PlannedSpan):
             trace.capture = _capture
             trace.scope = scope
             trace.application = application
-            ids = _telemetry.replay_ids()
+            trace.status = trace.rejected = None  # read by close() on every call
+            ids = _tracer_state.ids  # replay_ids(), inlined
             if (
                 ids is None
-                or not _telemetry._state.samples_all_roots
+                or not _tracer_state.samples_all_roots
                 or type(scope) is not dict
                 or type(scope.get("headers")) not in _REREADABLE
             ):
@@ -353,26 +377,29 @@ class _WsgiTrace(PlannedSpan):
         _telemetry.end_span(span, error, attributes)
 
     def _end_attributes(self) -> dict[str, Any]:
+        # Once the call is over (the sync thread is done): the drain thread, or close() for a failure.
         attributes: dict[str, Any] = {}
-        thread = self.thread
+        thread = getattr(self, "thread", None)
         if thread is not None:
             attributes[semconv.THREAD_ID] = thread.ident
             attributes[semconv.THREAD_NAME] = thread.name
-        if self.request_bytes is not None:
-            attributes[semconv.HTTP_REQUEST_BODY_SIZE] = self.request_bytes
-            attributes[semconv.WSGI_REQUEST_BODY_SPOOLED] = self.request_bytes > _SPOOL_MAX_SIZE
+        request_bytes = getattr(self, "request_bytes", None)
+        if request_bytes is not None:
+            attributes[semconv.HTTP_REQUEST_BODY_SIZE] = request_bytes
+            attributes[semconv.WSGI_REQUEST_BODY_SPOOLED] = request_bytes > _SPOOL_MAX_SIZE
         if self.status is not None:
             attributes[semconv.HTTP_RESPONSE_STATUS_CODE] = self.status
             attributes[semconv.WSGI_TIME_TO_FIRST_BYTE_MS] = _telemetry.ms(self.start_ns, self.first_byte_ns)
-            attributes[semconv.HTTP_RESPONSE_BODY_SIZE] = self.response_bytes
-            attributes[semconv.WSGI_RESPONSE_CHUNKS] = self.chunks
-        if self.ran_app:
-            attributes[semconv.WSGI_ITERABLE_CLOSED] = self.closed
+            attributes[semconv.HTTP_RESPONSE_BODY_SIZE] = getattr(self, "response_bytes", 0)
+            attributes[semconv.WSGI_RESPONSE_CHUNKS] = getattr(self, "chunks", 0)
+        if getattr(self, "ran_app", False):
+            attributes[semconv.WSGI_ITERABLE_CLOSED] = getattr(self, "closed", False)
         capture = self.capture
-        if capture.response_headers and self.response_headers is not None:
+        response_headers = getattr(self, "response_headers", None)
+        if capture.response_headers and response_headers is not None:
             attributes.update(
                 _header_attributes(
-                    semconv.HTTP_RESPONSE_HEADER_PREFIX, self.response_headers, capture.response_headers, capture.redact
+                    semconv.HTTP_RESPONSE_HEADER_PREFIX, response_headers, capture.response_headers, capture.redact
                 )
             )
         return attributes
@@ -698,7 +725,7 @@ class WsgiToAsgiInstance:
             _note(error, f"the WSGI application returned {type(result).__name__}; it must return an iterable of bytes")
             raise
         sync_send = self.sync_send
-        bytes_sent = 0
+        bytes_sent = sent_chunks = 0
         for output in chunks:
             if not self.response_started:
                 self.response_started = True
@@ -711,8 +738,9 @@ class WsgiToAsgiInstance:
             sync_send({"type": "http.response.body", "body": output, "more_body": True})
             bytes_sent += len(output)
             if trace is not None:
+                sent_chunks += 1
                 trace.response_bytes = bytes_sent
-                trace.chunks += 1
+                trace.chunks = sent_chunks
             if bytes_sent == self.response_content_length:
                 break
         if not self.response_started:
