@@ -70,6 +70,7 @@ __all__ = ["Patch", "PatchPoint", "install", "patch_points", "uninstall"]
 _get_tracer = _telemetry.get_tracer
 _thread_refs = _telemetry._thread_refs
 _current_thread_ref = _telemetry.current_thread_ref
+_push = _telemetry.deferred.push  # the process's one buffer (a fork resets its contents, not the object)
 _current_thread = threading.current_thread
 _get_running_loop = asyncio._get_running_loop
 
@@ -121,14 +122,14 @@ class _A2SCall:
 _A2S_CALL: contextvars.ContextVar[_A2SCall] = contextvars.ContextVar("tracebridge.instrumentation.a2s")
 
 
-class _Serving(threading.local):
-    """Per owner thread: the CurrentThreadExecutors whose run_until_future is running, innermost last."""
-
-    def __init__(self) -> None:
-        self.stack: list[object] = []
-
-
-_serving = _Serving()
+# Per owner thread (by ident): the CurrentThreadExecutors whose
+# run_until_future is running, innermost last.  A dict, not a threading.local:
+# Django runs each request's sync code on a new thread, and a threading.local
+# costs ~1 us to set up on every thread that touches it.  An entry exists only
+# while its stack is not empty (run_until_future pops it in a finally), so a
+# finished thread's ident, reused by a new thread, never finds a stale stack.
+_serving: dict[int, list[object]] = {}
+_get_ident = threading.get_ident
 
 
 def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
@@ -508,7 +509,7 @@ def _run_handoff(handoff: _Handoff, fn: Callable[..., Any], *args: Any, **kwargs
         return fn(*args, **kwargs)
     finally:
         finished_ns = time_ns()
-        stack = _serving.stack
+        stack = _serving.get(_get_ident())
         executor = stack[-1] if stack else handoff.executor
         _telemetry.record_handoff(
             handoff.tracer,
@@ -533,12 +534,17 @@ def _run_until_future(original: Callable[..., Any]) -> Callable[..., Any]:
         if call is not None and not call.executor_noted:
             call.executor_noted = True
             call.hop.executor_id = id(instance)
-        stack = _serving.stack
+        ident = _get_ident()
+        stack = _serving.get(ident)
+        if stack is None:
+            stack = _serving[ident] = []
         stack.append(instance)
         try:
             return original(instance, *args, **kwargs)
         finally:
             stack.pop()
+            if not stack:
+                del _serving[ident]
 
     return run_until_future
 
@@ -563,7 +569,7 @@ def _record_access(
     # access: the same record tracebridge.local._record_access makes (built
     # by the same _build_local_access), with the parent read in one call.
     try:
-        _telemetry.deferred.push(
+        _push(
             (
                 _build_local_access,
                 tracer,
