@@ -40,13 +40,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
 from opentelemetry.trace import NonRecordingSpan, Span, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import _telemetry, semconv
 from ._hop import (
     _SAMPLED_BIT,
     PlannedSpan,
     attach_context,
+    context_with_span,
     current_context,
     detach_token,
     plan_span,
@@ -55,7 +55,6 @@ from .flow_snapshot import ThreadRef
 from .sync import AsyncToSync, sync_to_async
 
 _object_new = object.__new__
-_Context = otel_context.Context
 _thread_refs = _telemetry._thread_refs
 _tracer_state = _telemetry._state  # one object for the process; its fields change, it does not
 
@@ -237,8 +236,8 @@ class _WsgiTrace(PlannedSpan):
 
     # Slots: a write to anything else would give each call's trace a
     # __dict__ of its own.  The sync thread's notes are set only when they
-    # happen (open() sets just what close() reads): the drain thread reads
-    # the others with defaults (_note).
+    # happen (open() sets just what close() reads); _end_attributes reads the
+    # others with getattr defaults.
     __slots__ = (
         "span",
         "token",
@@ -309,7 +308,7 @@ class _WsgiTrace(PlannedSpan):
                 trace.span = trace
             # Current for the rest of the call, so the hop into the sync
             # thread (and every send's hop back) become children of this span.
-            trace.token = attach_context(_Context({**context, _SPAN_KEY: trace.span}))  # context_with_span, inlined
+            trace.token = attach_context(context_with_span(trace.span, context))
             return trace
         except Exception:
             _telemetry.tracing_failed("opening a WSGI span")
