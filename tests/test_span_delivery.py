@@ -114,3 +114,17 @@ def test_deliver_prefers_a_processors_own_on_end_many() -> None:
 
     _span_delivery.deliver(Bulk(), _spans(3), lambda where: None)
     assert batches == [["s0", "s1", "s2"]]
+
+
+def test_deliver_waits_for_the_exporter_thread_instead_of_dropping(caplog: pytest.LogCaptureFixture) -> None:
+    """Tests that a burst larger than the queue is handed over whole: the drain waits for room, nothing drops."""
+    exporter = _Keep()
+    bsp = BatchSpanProcessor(exporter, max_queue_size=8, schedule_delay_millis=60_000, max_export_batch_size=4)
+    try:
+        with caplog.at_level("WARNING"):
+            _span_delivery.deliver(bsp, _spans(200), lambda where: pytest.fail(where))
+        assert bsp.force_flush(5_000)
+    finally:
+        bsp.shutdown()
+    assert [span.name for span in exporter.spans] == [f"s{n}" for n in range(200)]
+    assert not [record for record in caplog.records if "Queue full" in record.getMessage()]

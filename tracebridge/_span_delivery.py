@@ -10,9 +10,19 @@ then the same ``deque.appendleft`` per span.
 Only where that is exactly what the SDK would do: a ``BatchSpanProcessor``
 whose ``on_end`` is not overridden, over an SDK whose ``on_end`` and
 ``BatchProcessor.emit`` are the ones this was written against (their source
-is fingerprinted).  Anything else, and a full queue, gets plain ``on_end``
-calls, so the SDK's own warnings and drop counts stay intact.  A processor may
-also offer ``on_end_many(spans)`` itself (tracebridge's counting processor does).
+is fingerprinted).  Anything else gets plain ``on_end`` calls, so the SDK's
+own warnings and drop counts stay intact.  A processor may also offer
+``on_end_many(spans)`` itself (tracebridge's counting processor does).
+
+**A full queue waits a little before it drops.**  The drain thread can build
+spans faster than a batch processor's exporter thread takes them (a burst; or
+one CPU, where the exporter thread runs only when the drain thread lets go), and
+the SDK drops a span for every one it queues past ``max_queue_size``.  The
+drain thread is tracebridge's own, never the traced application's: so on a full
+queue it wakes the exporter thread and waits for room, up to
+:data:`ROOM_WAIT_S` per hand-over, and only then lets ``on_end`` drop (and
+warn, and count).  A hung exporter thus costs the drain thread that long per
+hand-over, never the application.
 """
 
 from __future__ import annotations
@@ -20,11 +30,16 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["batch_append", "deliver"]
+__all__ = ["ROOM_WAIT_S", "batch_append", "deliver"]
+
+# How long one hand-over may wait for room in a full batch queue (see above).
+ROOM_WAIT_S = 0.05
+_ROOM_POLL_S = 0.0005
 
 # sha256 of inspect.getsource(BatchSpanProcessor.on_end) + inspect.getsource(BatchProcessor.emit)
 # in the SDK versions whose emit is mirrored below (opentelemetry-sdk 1.39-1.45 at least).
@@ -74,8 +89,9 @@ def batch_append(processor: Any, spans: Sequence[Any]) -> int:
     """Queue ``spans`` (sampled, ended) on a ``BatchSpanProcessor`` as its ``on_end`` would; how many it took.
 
     Stops at the first span the SDK would have to treat specially (shut down,
-    forked since, queue full): the caller hands that one and the rest to
-    ``on_end``.  Returns 0 when the processor is not one this can feed.
+    forked since, queue still full after waiting up to :data:`ROOM_WAIT_S`):
+    the caller hands that one and the rest to ``on_end``.  Returns 0 when the
+    processor is not one this can feed.
     """
     if not spans or not _can_append(processor):
         return 0
@@ -86,15 +102,31 @@ def batch_append(processor: Any, spans: Sequence[Any]) -> int:
     limit = engine._max_queue_size
     batch_size = engine._max_export_batch_size
     taken = 0
+    deadline = 0.0
     for span in spans:
         if len(queue) >= limit:
-            break
+            if not deadline:
+                deadline = time.monotonic() + ROOM_WAIT_S
+            if not _wait_for_room(engine, queue, limit, deadline):
+                break
         queue.appendleft(span)
         taken += 1
         # As emit: wake the exporter thread as soon as a batch is ready.
         if len(queue) >= batch_size and not engine._worker_awaken.is_set():
             engine._worker_awaken.set()
     return taken
+
+
+def _wait_for_room(engine: Any, queue: deque[Any], limit: int, deadline: float) -> bool:
+    # The drain thread, on a full queue: wake the exporter thread (a full queue
+    # is at least one batch) and sleep, letting go of the GIL, until it has
+    # taken a batch.  False when the deadline passes or the processor shuts down.
+    engine._worker_awaken.set()
+    while len(queue) >= limit:
+        if engine._shutdown or time.monotonic() >= deadline:
+            return False
+        time.sleep(_ROOM_POLL_S)
+    return True
 
 
 def deliver(processor: Any, spans: Sequence[Any], failed: Callable[[str], None]) -> None:
