@@ -30,6 +30,12 @@ def _spans(count: int) -> list[ReadableSpan]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _not_stuck(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A test that leaves an exporter stuck must not switch the next test's waiting off.
+    monkeypatch.setattr(_span_delivery, "_stuck_until", 0.0)
+
+
 @pytest.fixture
 def processor() -> Iterator[BatchSpanProcessor]:
     # A long schedule delay and a big batch: the spans stay queued for the test to look at.
@@ -128,3 +134,34 @@ def test_deliver_waits_for_the_exporter_thread_instead_of_dropping(caplog: pytes
         bsp.shutdown()
     assert [span.name for span in exporter.spans] == [f"s{n}" for n in range(200)]
     assert not [record for record in caplog.records if "Queue full" in record.getMessage()]
+
+
+def test_after_a_wait_runs_out_full_queues_are_not_waited_for_a_while(
+    processor: BatchSpanProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests that a stuck exporter costs one bounded wait, then hand-overs drop at once for the cooldown."""
+    engine = processor._batch_processor
+
+    class Asleep(threading.Event):
+        def set(self) -> None:  # the exporter thread never makes room
+            pass
+
+    monkeypatch.setattr(_span_delivery, "ROOM_WAIT_S", 0.01)
+    naps: list[float] = []
+    real_sleep = _span_delivery._sleep
+
+    def counting_sleep(seconds: float) -> None:
+        naps.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(_span_delivery, "_sleep", counting_sleep)
+    worker_wake = engine._worker_awaken
+    engine._worker_awaken = Asleep()
+    try:
+        assert _span_delivery.batch_append(processor, _spans(9)) == 8  # the ninth waited, then gave up
+        assert naps
+        naps.clear()
+        assert _span_delivery.batch_append(processor, _spans(3)) == 0  # still full: no wait this time
+        assert naps == []
+    finally:
+        engine._worker_awaken = worker_wake  # so the processor's shutdown can wake its thread

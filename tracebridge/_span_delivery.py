@@ -21,8 +21,10 @@ the SDK drops a span for every one it queues past ``max_queue_size``.  The
 drain thread is tracebridge's own, never the traced application's: so on a full
 queue it wakes the exporter thread and waits for room, up to
 :data:`ROOM_WAIT_S` per hand-over, and only then lets ``on_end`` drop (and
-warn, and count).  A hung exporter thus costs the drain thread that long per
-hand-over, never the application.
+warn, and count).  A wait that runs out means the exporter thread is stuck
+(a hung exporter): hand-overs then drop at once for :data:`STUCK_COOLDOWN_S`,
+so a backlog cannot turn into seconds of waiting (at exit, say).  Never the
+application's time in any case.
 """
 
 from __future__ import annotations
@@ -30,16 +32,20 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import time
 from collections import deque
+from time import monotonic as _monotonic
+from time import sleep as _sleep
 from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["ROOM_WAIT_S", "batch_append", "deliver"]
 
-# How long one hand-over may wait for room in a full batch queue (see above).
+# How long one hand-over may wait for room in a full batch queue, and how long
+# after a wait ran out hand-overs do not wait at all (see above).
 ROOM_WAIT_S = 0.05
+STUCK_COOLDOWN_S = 1.0
 _ROOM_POLL_S = 0.0005
+_stuck_until = 0.0  # the monotonic time before which a full queue is not waited for
 
 # sha256 of inspect.getsource(BatchSpanProcessor.on_end) + inspect.getsource(BatchProcessor.emit)
 # in the SDK versions whose emit is mirrored below (opentelemetry-sdk 1.39-1.45 at least).
@@ -106,7 +112,7 @@ def batch_append(processor: Any, spans: Sequence[Any]) -> int:
     for span in spans:
         if len(queue) >= limit:
             if not deadline:
-                deadline = time.monotonic() + ROOM_WAIT_S
+                deadline = _monotonic() + ROOM_WAIT_S
             if not _wait_for_room(engine, queue, limit, deadline):
                 break
         queue.appendleft(span)
@@ -120,12 +126,20 @@ def batch_append(processor: Any, spans: Sequence[Any]) -> int:
 def _wait_for_room(engine: Any, queue: deque[Any], limit: int, deadline: float) -> bool:
     # The drain thread, on a full queue: wake the exporter thread (a full queue
     # is at least one batch) and sleep, letting go of the GIL, until it has
-    # taken a batch.  False when the deadline passes or the processor shuts down.
+    # taken a batch.  False when the deadline passes (then no waiting for a
+    # while), the processor shuts down, or an earlier wait ran out recently.
+    global _stuck_until
+    if _monotonic() < _stuck_until:
+        return False
     engine._worker_awaken.set()
     while len(queue) >= limit:
-        if engine._shutdown or time.monotonic() >= deadline:
+        if engine._shutdown:
             return False
-        time.sleep(_ROOM_POLL_S)
+        now = _monotonic()
+        if now >= deadline:
+            _stuck_until = now + STUCK_COOLDOWN_S
+            return False
+        _sleep(_ROOM_POLL_S)
     return True
 
 
