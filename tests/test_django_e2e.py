@@ -13,10 +13,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import queue
 import selectors
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,17 +290,24 @@ def test_django_opentelemetry_instrument_uses_the_entry_point(tmp_path: Path) ->
          "--no-access-log"],
         cwd=EXAMPLE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
+    # stderr read line by line on a thread: select() on the pipe says nothing
+    # about lines the buffered reader already holds (two log lines arriving in
+    # one read left "Uvicorn running" unseen until the timeout).
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()  # type: ignore[union-attr]
     try:
         port = None
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stderr, selectors.EVENT_READ)  # type: ignore[arg-type]
-            while port is None and selector.select(timeout=30):
-                line = process.stderr.readline()  # type: ignore[union-attr]
-                if not line:
-                    break
-                if "Uvicorn running on http://" in line:
-                    port = int(line.split("http://", 1)[1].split(":", 1)[1].split()[0])
-        assert port is not None, "uvicorn did not report its port"
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while port is None and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                break
+            seen.append(line)
+            if "Uvicorn running on http://" in line:
+                port = int(line.split("http://", 1)[1].split(":", 1)[1].split()[0])
+        assert port is not None, f"uvicorn did not report its port; its stderr: {''.join(seen)!r}"
         response = get(port, "/users/7/")
     finally:
         process.send_signal(signal.SIGINT)
