@@ -33,9 +33,9 @@ import hashlib
 import inspect
 import os
 from collections import deque
+from collections.abc import Callable, Sequence
 from time import monotonic as _monotonic
 from time import sleep as _sleep
-from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["ROOM_WAIT_S", "batch_append", "deliver"]

@@ -309,9 +309,8 @@ class AsyncToSync(Generic[_P, _R]):
                 except RuntimeError:  # that loop is closed: fall back to a loop of our own
                     main_event_loop = None
             if main_event_loop is not None:
-                if hop is not None:  # _note_loop, inlined: every hop from a sync_to_async worker
-                    hop.loop_id = id(main_event_loop)
-                    hop.loop_route = semconv.LOOP_ROUTE_PARENT_LOOP
+                if hop is not None:
+                    _note_loop(hop, main_event_loop, semconv.LOOP_ROUTE_PARENT_LOOP)
                 # Serve thread-sensitive work for the coroutine until it is done.
                 current_executor.run_until_future(call_result)
             else:

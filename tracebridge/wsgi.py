@@ -55,7 +55,6 @@ from .flow_snapshot import ThreadRef
 from .sync import AsyncToSync, sync_to_async
 
 _object_new = object.__new__
-_thread_refs = _telemetry._thread_refs
 _tracer_state = _telemetry._state  # one object for the process; its fields change, it does not
 
 __all__ = [
@@ -682,7 +681,7 @@ class WsgiToAsgiInstance:
         """
         trace = self._trace
         if trace is not None:
-            trace.thread = _thread_refs.ref or _telemetry.current_thread_ref()  # a ThreadRef is truthy
+            trace.thread = _telemetry.current_thread_ref()
         try:
             environ = self.build_environ(self.scope, body)
         except ValueError as error:

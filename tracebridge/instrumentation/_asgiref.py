@@ -68,8 +68,6 @@ from ..timeout import _record_expiry_span
 __all__ = ["Patch", "PatchPoint", "install", "patch_points", "uninstall"]
 
 _get_tracer = _telemetry.get_tracer
-_thread_refs = _telemetry._thread_refs
-_current_thread_ref = _telemetry.current_thread_ref
 _push = _telemetry.deferred.push  # the process's one buffer (a fork resets its contents, not the object)
 _current_thread = threading.current_thread
 _get_running_loop = asyncio._get_running_loop
@@ -257,8 +255,7 @@ def _sync_to_async_call(
         if hop is None:
             return await original(instance, *args, **kwargs)
         token = _S2A_HOP.set(hop)
-        # sync_to_async(..., context=ctx) is rare: checked here, not in a call.
-        given = None if getattr(instance, "context", None) is None else _publish_in_given_context(instance, hop)
+        given = _publish_in_given_context(instance, hop)
         error: BaseException | None = None
         try:
             return await original(instance, *args, **kwargs)
@@ -266,10 +263,7 @@ def _sync_to_async_call(
             error = exc
             raise
         finally:
-            try:
-                _S2A_HOP.reset(token)  # same task, same context: cannot fail
-            except Exception:
-                _telemetry.tracing_failed("resetting the published hop")
+            _reset(_S2A_HOP, token)
             if given is not None:
                 _unpublish_in_given_context(instance, given)
             if hop.handoff_kind is not None and not hop.executor_id:
@@ -576,8 +570,7 @@ def _record_access(
                 _current_otel_context().get(_SPAN_KEY),  # resolved on the drain thread
                 start_ns,
                 time_ns(),
-                id(local), key, operation, thread_critical, found,
-                _thread_refs.ref or _current_thread_ref(),  # current_thread_ref(), inlined (a ThreadRef is truthy)
+                id(local), key, operation, thread_critical, found, _telemetry.current_thread_ref(),
             )
         )
     except Exception:
