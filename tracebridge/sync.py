@@ -309,8 +309,9 @@ class AsyncToSync(Generic[_P, _R]):
                 except RuntimeError:  # that loop is closed: fall back to a loop of our own
                     main_event_loop = None
             if main_event_loop is not None:
-                if hop is not None:
-                    _note_loop(hop, main_event_loop, semconv.LOOP_ROUTE_PARENT_LOOP)
+                if hop is not None:  # read when the span is built
+                    hop.loop_id = id(main_event_loop)
+                    hop.loop_route = semconv.LOOP_ROUTE_PARENT_LOOP
                 # Serve thread-sensitive work for the coroutine until it is done.
                 current_executor.run_until_future(call_result)
             else:
@@ -336,8 +337,9 @@ class AsyncToSync(Generic[_P, _R]):
             # On the new loop's thread.  Registered so that tasks on this loop
             # that lost their context still find the calling thread.
             loop = asyncio.get_running_loop()
-            if hop is not None:
-                _note_loop(hop, loop, route)
+            if hop is not None:  # read when the span is built
+                hop.loop_id = id(loop)
+                hop.loop_route = route
             self.loop_thread_executors[loop] = current_executor
             try:
                 await awaitable
@@ -420,12 +422,6 @@ class AsyncToSync(Generic[_P, _R]):
                 del failure
             else:
                 call_result.set_result(result)
-
-
-def _note_loop(hop: Hop, loop: asyncio.AbstractEventLoop, route: str) -> None:
-    # On the loop's thread, before the coroutine starts; read when the span is built.
-    hop.loop_id = id(loop)
-    hop.loop_route = route
 
 
 class SyncToAsync(Generic[_P, _R]):
