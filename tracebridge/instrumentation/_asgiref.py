@@ -22,7 +22,8 @@ Each patch reuses tracebridge's own machinery, so the spans are the same ones
   (the owner thread) tells the work item which executor served it and gives
   ``async_to_sync``'s hop its executor id.
 * **Local** — ``__getattr__``/``__setattr__``/``__delattr__`` of asgiref's two
-  Local implementations record through :func:`tracebridge.local._record_access`.
+  Local implementations record every access (``_asgiref_local.py``, which also
+  says when they are asgiref's rules written out rather than wrappers).
   ``AsyncToSync.executors`` (asgiref's own bookkeeping) is never recorded.
 * **timeout** — ``_do_enter`` remembers the parent span and entry time;
   ``_cancel_task`` records the expiry with
@@ -34,11 +35,8 @@ access methods) are replaced by plain functions that call asgiref's original
 (kept in a closure) and check :func:`tracebridge._telemetry.get_tracer`
 themselves: a ``wrapt.FunctionWrapper`` binds a new proxy on every call, ~0.5 µs
 each (a plain function costs ~0.2 µs), and Django makes a dozen such calls
-and ~16 Local accesses per request.  The timeout's two methods, off every
+and ~20 Local accesses per request.  The timeout's two methods, off every
 request's path, stay wrapt ``FunctionWrapper`` objects gated on ``get_tracer``.
-A Local access is recorded in one call: the parent span read straight from
-OpenTelemetry's context variable, one flat tuple pushed to the deferred buffer,
-the span built off the hot path by :func:`tracebridge.local._build_local_access`.
 """
 
 from __future__ import annotations
@@ -56,42 +54,20 @@ from types import ModuleType
 from typing import Any
 
 import wrapt
-from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanContext, Tracer
-from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .. import _telemetry, semconv
 from .._hop import Hop
-from ..local import _build_local_access
 from ..timeout import _record_expiry_span
+from . import _asgiref_local
 
 __all__ = ["Patch", "PatchPoint", "install", "patch_points", "uninstall"]
 
 _get_tracer = _telemetry.get_tracer
-_push = _telemetry.deferred.push  # the process's one buffer (a fork resets its contents, not the object)
 _current_thread = threading.current_thread
 _get_running_loop = asyncio._get_running_loop
 
 _POOL_KINDS = frozenset({semconv.EXECUTOR_THREAD_SENSITIVE_CONTEXT, semconv.EXECUTOR_GLOBAL_SYNC_THREAD})
-
-
-def _otel_context_getter() -> Callable[[], Any]:
-    # The current OpenTelemetry context, for a Local access's parent span.
-    # With the API's default runtime context that is one ContextVar.get (the
-    # API's get_current adds three Python calls around it); any other runtime
-    # context goes through the API.
-    try:
-        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-
-        runtime = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
-        if type(runtime) is ContextVarsRuntimeContext:
-            return runtime._current_context.get  # type: ignore[no-any-return]
-    except Exception:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
-        pass
-    return otel_context.get_current
-
-
-_current_otel_context = _otel_context_getter()
 
 
 # ---------------------------------------------------------------------------
@@ -544,95 +520,6 @@ def _run_until_future(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # ---------------------------------------------------------------------------
-# Local
-
-# asgiref's own bookkeeping Local (AsyncToSync.executors): never recorded,
-# as tracebridge does not record its own.
-_internal_local: object = None
-
-
-_OP_GET = semconv.LOCAL_OP_GET
-_OP_SET = semconv.LOCAL_OP_SET
-_OP_DELETE = semconv.LOCAL_OP_DELETE
-
-
-def _record_access(
-    tracer: Tracer, local: object, key: str, operation: str, thread_critical: bool, found: bool, start_ns: int
-) -> None:
-    # The accessing thread, inside the accessing context, right after the
-    # access: the same record tracebridge.local._record_access makes (built
-    # by the same _build_local_access), with the parent read in one call.
-    try:
-        _push(
-            (
-                _build_local_access,
-                tracer,
-                _current_otel_context().get(_SPAN_KEY),  # resolved on the drain thread
-                start_ns,
-                time_ns(),
-                id(local), key, operation, thread_critical, found, _telemetry.current_thread_ref(),
-            )
-        )
-    except Exception:
-        _telemetry.tracing_failed("Local access span")
-
-
-def _traced_local_methods(cls: type, thread_critical: bool) -> dict[str, Callable[..., Any]]:
-    """Plain-function replacements for one Local class's three access methods."""
-    original_get = cls.__dict__["__getattr__"]
-    original_set = cls.__dict__["__setattr__"]
-    original_del = cls.__dict__["__delattr__"]
-
-    def __getattr__(self: Any, key: str) -> Any:
-        __traceback_hide__ = True  # noqa: F841
-        # asgiref's own bookkeeping first: the bridges read it on every hop.
-        tracer = None if self is _internal_local else _get_tracer()
-        if tracer is None:
-            return original_get(self, key)
-        start_ns = time_ns()
-        try:
-            value = original_get(self, key)
-        except AttributeError:
-            _record_access(tracer, self, key, _OP_GET, thread_critical, False, start_ns)
-            raise
-        _record_access(tracer, self, key, _OP_GET, thread_critical, True, start_ns)
-        return value
-
-    def __setattr__(self: Any, key: str, value: Any) -> None:
-        __traceback_hide__ = True  # noqa: F841
-        tracer = None if self is _internal_local else _get_tracer()
-        if tracer is None:
-            return original_set(self, key, value)  # type: ignore[no-any-return]
-        start_ns = time_ns()
-        original_set(self, key, value)
-        _record_access(tracer, self, key, _OP_SET, thread_critical, True, start_ns)
-        return None
-
-    def __delattr__(self: Any, key: str) -> None:
-        __traceback_hide__ = True  # noqa: F841
-        tracer = None if self is _internal_local else _get_tracer()
-        if tracer is None:
-            return original_del(self, key)  # type: ignore[no-any-return]
-        start_ns = time_ns()
-        try:
-            original_del(self, key)
-        except AttributeError:
-            _record_access(tracer, self, key, _OP_DELETE, thread_critical, False, start_ns)
-            raise
-        _record_access(tracer, self, key, _OP_DELETE, thread_critical, True, start_ns)
-        return None
-
-    methods: dict[str, Callable[..., Any]] = {
-        "__getattr__": __getattr__,
-        "__setattr__": __setattr__,
-        "__delattr__": __delattr__,
-    }
-    for name, method in methods.items():
-        functools.update_wrapper(method, cls.__dict__[name])  # __wrapped__ points at asgiref's
-    return methods
-
-
-# ---------------------------------------------------------------------------
 # timeout
 
 # asgiref timeout -> (tracer, parent span context, entry time) while the block runs.
@@ -727,7 +614,7 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
     A point is missing when its class or attribute does not exist in this
     asgiref version; the others are patched anyway (each works on its own).
     """
-    global _internal_local, _current_executor
+    global _current_executor
     patches: list[Patch] = []
     missing: list[PatchPoint] = []
     classes: dict[str, Any] = {}
@@ -792,27 +679,28 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
         _fast_local_reader(executors, "current", local_cls) if executors is not None and local_cls else None
     ) or _read_current_executor
     # The Local methods, three per class, all or nothing per class.
+    local_module = modules.get("asgiref.local")
     for owner_name, thread_critical in (("_DefaultLocal", False), ("_ThreadCriticalLocal", True)):
         owner = classes.get(owner_name)
         if owner is None or any(p.owner == owner_name for p in missing):
             continue
-        for name, replacement in _traced_local_methods(owner, thread_critical).items():
+        for name, replacement in _asgiref_local.local_methods(owner, thread_critical, local_module).items():
             patches.append(Patch(owner, name, _own(owner, name), replacement))
             setattr(owner, name, replacement)
-    _internal_local = getattr(a2s, "executors", None)
+    _asgiref_local.set_internal_local(getattr(a2s, "executors", None))
     return patches, missing
 
 
 def uninstall(patches: list[Patch]) -> list[Patch]:
     """Put every original back; returns the patches someone else had replaced meanwhile (left alone)."""
-    global _internal_local, _current_executor
+    global _current_executor
     foreign = []
     for patch in reversed(patches):
         if _own(patch.owner, patch.name) is patch.replacement:
             setattr(patch.owner, patch.name, patch.original)
         else:
             foreign.append(patch)
-    _internal_local = None
+    _asgiref_local.set_internal_local(None)
     _current_executor = _read_current_executor
     _patched_classes.clear()
     return foreign
