@@ -108,16 +108,21 @@ def batch_append(processor: Any, spans: Sequence[Any]) -> int:
     limit = engine._max_queue_size
     batch_size = engine._max_export_batch_size
     taken = 0
+    total = len(spans)
     deadline = 0.0
-    for span in spans:
-        if len(queue) >= limit:
+    while taken < total:
+        room = limit - len(queue)
+        if room <= 0:
             if not deadline:
                 deadline = _monotonic() + ROOM_WAIT_S
             if not _wait_for_room(engine, queue, limit, deadline):
                 break
-        queue.appendleft(span)
-        taken += 1
-        # As emit: wake the exporter thread as soon as a batch is ready.
+            continue
+        # As many as fit, in one C call: extendleft is appendleft span by span
+        # (the exporter thread pops from the right, so the order is emit's).
+        queue.extendleft(spans[taken : taken + room] if taken or room < total else spans)
+        taken = min(total, taken + room)
+        # As emit: wake the exporter thread once a batch is ready.
         if len(queue) >= batch_size and not engine._worker_awaken.is_set():
             engine._worker_awaken.set()
     return taken

@@ -512,11 +512,13 @@ def _direct_plumbing(tracer: Tracer) -> Any:
         from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
         from opentelemetry.sdk.trace import Tracer as _SdkTracer
 
+        if _ReadableSpan is not _ReadableSpanClass:
+            # Once per process (the drain asks again after every pass): positional
+            # arguments save the keyword matching on every span, only when the
+            # parameters are the ones (and in the order) written for.
+            parameters = list(inspect.signature(_ReadableSpanClass.__init__).parameters)
+            _READABLE_SPAN_POSITIONAL = parameters[:14] == _READABLE_SPAN_PARAMETERS
         _ReadableSpan, _SdkEvent = _ReadableSpanClass, _SdkEventClass
-        # Positional arguments save the keyword matching on every span: only
-        # when the parameters are the ones (and in the order) written for.
-        parameters = list(inspect.signature(_ReadableSpanClass.__init__).parameters)
-        _READABLE_SPAN_POSITIONAL = parameters[:14] == _READABLE_SPAN_PARAMETERS
 
         ids = getattr(tracer, "id_generator", None)
         if type(tracer) is not _SdkTracer or not isinstance(ids, ReplayIdGenerator):
