@@ -11,6 +11,9 @@ Each patch reuses tracebridge's own machinery, so the spans are the same ones
   the ``func`` it is given so the hop starts *inside* that context, after
   asgiref restored it, and finishes before asgiref copies the context back:
   user spans are the hop's children and nothing leaks into the caller.
+  That is the generic patch, for any asgiref 3.x; an asgiref whose source we
+  have checked gets ``_asgiref_s2a``'s ``__call__`` instead, asgiref's steps
+  with the hop written in, and keeps its own ``thread_handler``.
 * **async_to_sync** — ``AsyncToSync.__call__`` (the sync caller) opens the hop
   and publishes it the same way; ``main_wrap`` (called synchronously by
   ``__call__``) wraps the coroutine so the hop starts on the loop thread after
@@ -59,7 +62,7 @@ from opentelemetry.trace import SpanContext, Tracer
 from .. import _telemetry, semconv
 from .._hop import Hop
 from ..timeout import _record_expiry_span
-from . import _asgiref_local
+from . import _asgiref_local, _asgiref_s2a
 
 __all__ = ["Patch", "PatchPoint", "install", "patch_points", "uninstall"]
 
@@ -454,7 +457,7 @@ def _timed_work(tracer: Tracer, instance: Any, args: tuple[Any, ...]) -> tuple[A
     # submit's arguments with the work item wrapped in _run_handoff.
     try:
         fn = args[0]
-        hop = _S2A_HOP.get(None)
+        hop = _asgiref_s2a.submitting.get(_get_ident()) or _S2A_HOP.get(None)
         if hop is not None and not hop.start_ns:
             # The sync_to_async hop submitting right now: hang the handoff
             # under it and name the user's function, not asgiref's wrapper.
@@ -648,6 +651,17 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
         original = _own(owner, name)
         put(owner, name, original, functools.update_wrapper(make(original), original))
 
+    # Before anything is patched: the reader's probe Local must not be traced.
+    executors = getattr(a2s, "executors", None)
+    local_cls = getattr(modules.get("asgiref.local"), "Local", None)
+    _current_executor = (
+        _fast_local_reader(executors, "current", local_cls) if executors is not None and local_cls else None
+    ) or _read_current_executor
+    # A checked asgiref gets sync_to_async with the hop written in (_asgiref_s2a);
+    # its thread_handler then stays asgiref's: the hop starts in the callee's closure.
+    sync_module = modules.get("asgiref.sync")
+    fused_s2a = bridges_ok and _asgiref_s2a.fused_layout(sync_module) is not None
+
     for point in patch_points():
         owner = classes.get(point.owner)
         if owner is None or point in missing:
@@ -657,9 +671,14 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
             continue
         key = (point.owner, point.name)
         if key == ("SyncToAsync", "__call__"):
-            direct(owner, point.name, functools.partial(_sync_to_async_call, s2a, a2s))
+            if fused_s2a:
+                reader = _current_executor
+                direct(owner, point.name, lambda original: _asgiref_s2a.fused_sync_to_async_call(sync_module, reader))  # type: ignore[arg-type]
+            else:
+                direct(owner, point.name, functools.partial(_sync_to_async_call, s2a, a2s))
         elif key == ("SyncToAsync", "thread_handler"):
-            direct(owner, point.name, _thread_handler)
+            if not fused_s2a:
+                direct(owner, point.name, _thread_handler)
         elif key == ("AsyncToSync", "__call__"):
             direct(owner, point.name, functools.partial(_async_to_sync_call, s2a, a2s))
         elif key == ("AsyncToSync", "main_wrap"):
@@ -672,12 +691,6 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
             wrap(owner, point.name, _timeout_enter)
         elif key == ("timeout", "_cancel_task"):
             wrap(owner, point.name, _timeout_cancel, gated=False)
-    # Before the Locals are patched: the reader's probe Local must not be traced.
-    executors = getattr(a2s, "executors", None)
-    local_cls = getattr(modules.get("asgiref.local"), "Local", None)
-    _current_executor = (
-        _fast_local_reader(executors, "current", local_cls) if executors is not None and local_cls else None
-    ) or _read_current_executor
     # The Local methods, three per class, all or nothing per class.
     local_module = modules.get("asgiref.local")
     for owner_name, thread_critical in (("_DefaultLocal", False), ("_ThreadCriticalLocal", True)):
