@@ -867,3 +867,16 @@ def test_instrument_adds_one_census_to_the_provider(spans: SpanRecorder) -> None
     assert _hop.on_close is None
 
 
+
+
+def test_asgiref_instrumented_hops_leave_no_reference_cycles(
+    spans: SpanRecorder, instrumented: AsgirefInstrumentor
+) -> None:
+    """Tests that the instrumented asgiref's hops are freed by reference counting once their spans are built."""
+    from test_sync_spans import planned_spans_in_cycles
+
+    async def caller() -> None:
+        await asgiref.sync.sync_to_async(asgiref.sync.async_to_sync(asyncio.sleep))(0)
+
+    assert planned_spans_in_cycles(lambda: asyncio.run(caller())) == []
+    assert len(spans.named(semconv.SYNC_TO_ASYNC)) == len(spans.named(semconv.ASYNC_TO_SYNC)) == 1

@@ -464,3 +464,38 @@ async def test_closed_hop_keeps_its_callees_name_not_its_bound_instance_or_closu
         assert len(_telemetry.deferred) >= 2  # both hops still wait for the drain thread
     names = [span.attributes[semconv.CODE_FUNCTION_NAME] for span in spans.named(semconv.SYNC_TO_ASYNC)]
     assert names == expected
+
+
+def planned_spans_in_cycles(run: Any) -> list[str]:
+    """Types of the planned spans (hops, WSGI calls) that ``run()`` left for the garbage collector.
+
+    With the collector off, an object in a reference cycle outlives its last
+    use until a collection; DEBUG_SAVEALL keeps what that collection found.
+    """
+    gc.disable()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run()
+        tracebridge.flush()  # the drain builds the spans and lets go of the hops
+        gc.collect()
+        return sorted(type(o).__name__ for o in gc.garbage if isinstance(o, tracebridge._hop.PlannedSpan))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+def test_traced_hops_leave_no_reference_cycles(spans: SpanRecorder, thread_sensitive: bool) -> None:
+    """Tests that a traced hop is freed by reference counting once built, not kept for the collector.
+
+    A hop is its own current span; a hop that stored itself as its span was a
+    cycle: every hop survived to the next collection and was traversed by it.
+    """
+
+    async def caller() -> None:
+        await sync_to_async(async_to_sync(asyncio.sleep), thread_sensitive=thread_sensitive)(0)
+
+    assert planned_spans_in_cycles(lambda: asyncio.run(caller())) == []
+    assert len(hop_spans(spans.finished())) == 2

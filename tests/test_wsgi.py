@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 import threading
@@ -899,3 +900,15 @@ def test_wsgi_module_exports_are_sorted_and_include_asgiref_names() -> None:
 
     assert module.__all__ == sorted(module.__all__)
     assert {"WsgiToAsgi", "WsgiToAsgiInstance"} <= set(module.__all__)
+
+
+def test_wsgi_to_asgi_traced_call_leaves_no_reference_cycles(spans: Any) -> None:
+    """Tests that a traced WSGI call's span object is freed by reference counting, not kept for the collector."""
+    from test_sync_spans import planned_spans_in_cycles
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    assert planned_spans_in_cycles(lambda: asyncio.run(serve(WsgiToAsgi(app), http_scope()))) == []
+    assert len(spans.named(semconv.WSGI_CALL)) == 1

@@ -248,7 +248,7 @@ class Hop(PlannedSpan):
     # open(): a write to anything else would give each hop a __dict__ of its
     # own (~300 bytes, one more object for the garbage collector per hop).
     __slots__ = (
-        "span",
+        "_span",  # None: the hop is its own span (see the span property)
         "callee_context",
         "tracer",
         "name",
@@ -324,7 +324,7 @@ class Hop(PlannedSpan):
             ids = _tracer_state.ids  # replay_ids(), inlined: every hop
             if ids is None:
                 # Not an SDK tracer: a real span now, its attributes set at close.
-                span = hop.span = tracer.start_span(name, start_time=hop.submit_ns)
+                span = hop._span = tracer.start_span(name, start_time=hop.submit_ns)
                 hop._context = context = span.get_span_context()
                 hop.trace_id, hop.trace_flags, hop.trace_state = context.trace_id, context.trace_flags, context.trace_state
                 hop.parent = None
@@ -343,7 +343,7 @@ class Hop(PlannedSpan):
                     hop.sampled = flags & _SAMPLED_BIT != 0
                 else:
                     hop.sampled = plan_span(hop, tracer, name, ctx, ids)
-                hop.span = hop
+                hop._span = None  # itself, without a reference to itself (see the span property)
                 # The callee runs in a copy of this very context, so the context
                 # to make current there can be built now, once (context_with_span, inlined).
                 hop.callee_context = _Context({**ctx, _SPAN_KEY: hop})
@@ -354,6 +354,17 @@ class Hop(PlannedSpan):
         except Exception:
             _telemetry.tracing_failed("opening a hop span")
             return None
+
+    @property
+    def span(self) -> Span:
+        """The hop's span: the hop itself with an SDK tracer (built later), else the real span made at open.
+
+        Not stored as ``self``: a hop referring to itself would be a reference
+        cycle, freed only by the garbage collector, and every hop would
+        survive to the next collection (and be traversed by it).
+        """
+        span = self._span
+        return self if span is None else span
 
     @property
     def direction(self) -> str:
@@ -428,11 +439,12 @@ class Hop(PlannedSpan):
             observer = on_close
             if observer is not None:
                 observer(self)
-            if self.span is not self:
-                _telemetry.end_span(self.span, exc, self.span_attributes())
+            real_span = self._span
+            if real_span is not None:
+                _telemetry.end_span(real_span, exc, self.span_attributes())
                 if self.handoff_end_ns:
                     _telemetry.deferred.record(
-                        _build_handoff, self.tracer, self.span, self.submit_ns, self.handoff_end_ns, self
+                        _build_handoff, self.tracer, real_span, self.submit_ns, self.handoff_end_ns, self
                     )
                 return
             if self.sampled:
@@ -511,8 +523,8 @@ class Hop(PlannedSpan):
     def add_event(self, name: str, attributes: dict[str, Any], time_ns_: int) -> None:  # type: ignore[override]
         """Put an event on the hop's span: at once on a live span, else when the span is built."""
         try:
-            if self.span is not self:
-                self.span.add_event(name, attributes, timestamp=time_ns_)
+            if self._span is not None:
+                self._span.add_event(name, attributes, timestamp=time_ns_)
                 return
             events = self.events
             if events is None:
@@ -529,7 +541,7 @@ class Hop(PlannedSpan):
         tracer made on the spot, or an unsampled trace).
         """
         try:
-            if self.span is not self or not self.sampled:
+            if self._span is not None or not self.sampled:
                 return False
             return _telemetry.record_partial(
                 self.tracer, self.name, self.parent_context(), self.trace_id,

@@ -238,7 +238,7 @@ class _WsgiTrace(PlannedSpan):
     # happen (open() sets just what close() reads); _end_attributes reads the
     # others with getattr defaults.
     __slots__ = (
-        "span",
+        "_span",  # None: the trace is its own span (see the span property)
         "token",
         "tracer",
         "start_ns",
@@ -298,13 +298,13 @@ class _WsgiTrace(PlannedSpan):
             else:
                 attributes = trace.attributes = None
             if ids is None:  # not an SDK tracer: a real span now
-                span = trace.span = tracer.start_span(semconv.WSGI_CALL, attributes=attributes, start_time=trace.start_ns)
+                span = trace._span = tracer.start_span(semconv.WSGI_CALL, attributes=attributes, start_time=trace.start_ns)
                 span_context = trace._context = span.get_span_context()
                 trace.trace_id, trace.trace_flags = span_context.trace_id, span_context.trace_flags
                 trace.trace_state, trace.parent = span_context.trace_state, None
             else:
                 plan_span(trace, tracer, semconv.WSGI_CALL, context, ids, attributes)
-                trace.span = trace
+                trace._span = None  # itself, without a reference cycle (see Hop.span)
             # Current for the rest of the call, so the hop into the sync
             # thread (and every send's hop back) become children of this span.
             trace.token = attach_context(context_with_span(trace.span, context))
@@ -312,6 +312,12 @@ class _WsgiTrace(PlannedSpan):
         except Exception:
             _telemetry.tracing_failed("opening a WSGI span")
             return None
+
+    @property
+    def span(self) -> Span:
+        """The call's span: the trace itself with an SDK tracer (not stored: no reference cycle), else the real one."""
+        span = self._span
+        return self if span is None else span
 
     def start_attributes(self) -> dict[str, Any]:
         """The attributes known when the call began (from the scope)."""
@@ -330,8 +336,8 @@ class _WsgiTrace(PlannedSpan):
             # A 5xx the application answered with itself is an error per the
             # HTTP conventions, typed by its status code.
             status_error = error is None and status is not None and status >= 500
-            if self.span is not self:
-                self._end_now(self.span, error, status_error)
+            if self._span is not None:
+                self._end_now(self._span, error, status_error)
                 return
             if not self.trace_flags & _SAMPLED_BIT:
                 return
@@ -368,7 +374,7 @@ class _WsgiTrace(PlannedSpan):
         return ((_build_wsgi_span, self.tracer, self.parent, self.start_ns, self.end_ns, self),)
 
     def _end_now(self, span: Span, error: BaseException | None, status_error: bool) -> None:
-        attributes = {} if self.span is self else self._end_attributes()
+        attributes = {} if self._span is None else self._end_attributes()
         if status_error:
             attributes[semconv.ERROR_TYPE] = str(self.status)
             span.set_status(Status(StatusCode.ERROR))
