@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.context import Context
@@ -159,6 +160,9 @@ class HopCensus(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Nothing to do: the census was set on the root before it ended."""
+
+    def on_end_many(self, spans: Sequence[ReadableSpan]) -> None:
+        """Nothing to do either; tracebridge's drain thread calls this once per batch instead of on_end per span."""
 
     def shutdown(self) -> None:
         """Stop counting (the provider is shutting down)."""
