@@ -91,15 +91,28 @@ def _nap() -> None:
     time.sleep(0.01)
 
 
-async def _request(name: str, provider: TracerProvider) -> None:
+async def _request(
+    name: str, provider: TracerProvider, ends_after: asyncio.Event | None = None, ended: asyncio.Event | None = None
+) -> None:
     with provider.get_tracer("sample").start_as_current_span(name):
         await asyncio.sleep(0.005)
         await sync_to_async(_nap, thread_sensitive=False)()
+        if ends_after is not None:
+            await ends_after.wait()
         await asyncio.sleep(0.005)
+    if ended is not None:
+        ended.set()
 
 
 async def _concurrently(provider: TracerProvider) -> None:
-    await asyncio.gather(_request("first", provider), _request("second", provider))
+    # "second" starts after "first" (gather starts them in order) and ends after it
+    # (it waits for it): the two overlap without either containing the other,
+    # however the threads are scheduled.  (Racing, "second" sometimes ended first
+    # and its slice nested inside "first"'s.)
+    first_ended = asyncio.Event()
+    await asyncio.gather(
+        _request("first", provider, ended=first_ended), _request("second", provider, ends_after=first_ended)
+    )
 
 
 def concurrent_trace(provider: TracerProvider, finished: object) -> list[ReadableSpan]:
