@@ -880,3 +880,14 @@ def test_asgiref_instrumented_hops_leave_no_reference_cycles(
 
     assert planned_spans_in_cycles(lambda: asyncio.run(caller())) == []
     assert len(spans.named(semconv.SYNC_TO_ASYNC)) == len(spans.named(semconv.ASYNC_TO_SYNC)) == 1
+
+
+def test_asgiref_instrumented_code_inside_a_hop_records_on_the_hop_span(
+    spans: SpanRecorder, instrumented: AsgirefInstrumentor
+) -> None:
+    """Tests that code run by the instrumented asgiref's sync_to_async records on the hop's span, as with ours."""
+    from test_sync_spans import assert_recorded_on_hop, record_on_current_span
+
+    asyncio.run(asgiref.sync.sync_to_async(record_on_current_span)([]))
+    (hop,) = spans.named(semconv.SYNC_TO_ASYNC)
+    assert_recorded_on_hop(hop)

@@ -499,3 +499,92 @@ def test_traced_hops_leave_no_reference_cycles(spans: SpanRecorder, thread_sensi
 
     assert planned_spans_in_cycles(lambda: asyncio.run(caller())) == []
     assert len(hop_spans(spans.finished())) == 2
+
+
+# ---------------------------------------------------------------------------
+# Code inside a hop recording on the current span (the hop).
+
+
+def record_on_current_span(kept: list[Any]) -> None:
+    """What application code does inside a hop: record on trace.get_current_span()."""
+    span = trace.get_current_span()
+    kept.append(span)
+    assert span.is_recording()
+    span.set_attribute("app.user_id", 7)
+    span.set_attributes({"app.tags": ["a", "b"], "app.cached": False})
+    span.add_event("cache miss")  # name only, as the Span API allows
+    span.add_event("query", {"db.rows": 3}, timestamp=123)
+    span.record_exception(ValueError("handled here"))
+    span.set_status(StatusCode.ERROR, "backend said no")
+    span.update_name("ignored")
+
+
+def assert_recorded_on_hop(hop: ReadableSpan) -> None:
+    attributes = dict(hop.attributes or {})
+    assert attributes["app.user_id"] == 7
+    assert attributes["app.tags"] == ("a", "b")
+    assert attributes["app.cached"] is False
+    assert attributes[semconv.CODE_FUNCTION_NAME].endswith("record_on_current_span")  # still the hop's own facts
+    assert hop.name == semconv.SYNC_TO_ASYNC
+    names = [event.name for event in hop.events]
+    assert names == ["cache miss", "query", semconv.EXCEPTION_EVENT]
+    assert hop.events[1].timestamp == 123 and dict(hop.events[1].attributes or {}) == {"db.rows": 3}
+    exception = dict(hop.events[2].attributes or {})
+    assert exception[semconv.EXCEPTION_TYPE] == "ValueError"
+    assert exception[semconv.EXCEPTION_MESSAGE] == "handled here"
+    assert exception[semconv.EXCEPTION_ESCAPED] == "False"
+    assert hop.status.status_code is StatusCode.ERROR
+    assert hop.status.description == "backend said no"
+
+
+def test_code_inside_a_hop_records_on_the_hop_span(spans: SpanRecorder) -> None:
+    """Tests that attributes, events, exceptions and status set on the current span inside a hop reach its span."""
+    kept: list[Any] = []
+    asyncio.run(sync_to_async(record_on_current_span)(kept))
+    (hop,) = spans.named(semconv.SYNC_TO_ASYNC)
+    assert_recorded_on_hop(hop)
+    # Once the hop is closed, as on an ended span: nothing more is recorded.
+    (span,) = kept
+    assert not span.is_recording()
+    span.set_attribute("app.late", 1)
+    span.add_event("late")
+    spans.clear()
+    asyncio.run(sync_to_async(sample_function)())
+    assert "app.late" not in (hop.attributes or {})
+    assert [s for s in spans.finished() if "app.late" in (s.attributes or {})] == []
+
+
+def test_hop_error_overrides_status_set_inside(spans: SpanRecorder) -> None:
+    """Tests that a hop that raises ends as an error, whatever status the code set before raising."""
+
+    def fails() -> None:
+        trace.get_current_span().set_status(StatusCode.OK)
+        raise KeyError("gone")
+
+    with pytest.raises(KeyError):
+        asyncio.run(sync_to_async(fails)())
+    (hop,) = spans.named(semconv.SYNC_TO_ASYNC)
+    assert hop.status.status_code is StatusCode.ERROR
+    assert (hop.attributes or {})[semconv.ERROR_TYPE] == "KeyError"
+
+
+def test_unsampled_hop_records_nothing_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests that inside a hop of an unsampled trace the span is not recording and recording on it is harmless."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    recorder = SpanRecorder()
+    recorder.provider = TracerProvider(sampler=ALWAYS_OFF)
+    tracebridge.set_tracer_provider(recorder.provider)
+    try:
+        seen: list[bool] = []
+
+        def inside() -> None:
+            span = trace.get_current_span()
+            seen.append(span.is_recording())
+            span.set_attribute("app.x", 1)
+            span.add_event("x")
+
+        asyncio.run(sync_to_async(inside)())
+        assert seen == [False]
+    finally:
+        tracebridge.set_tracer_provider(None)

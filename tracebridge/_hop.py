@@ -28,13 +28,15 @@ import random as _random
 import threading
 from types import FunctionType as _FunctionType
 from types import MethodType as _MethodType
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, SpanContext, TraceFlags, Tracer
+from opentelemetry.trace.status import Status, StatusCode
 
 from . import _telemetry, semconv
 from .flow_snapshot import ThreadRef
@@ -288,6 +290,9 @@ class Hop(PlannedSpan):
 
     # Rare facts stay class-level defaults (set only when they happen).
     attributes: dict[str, Any] | None = None  # extra attributes (note)
+    # What code running inside the hop recorded on it (the Span API, below).
+    user_attributes: BoundedAttributes | None = None
+    status: Status | None = None
     error: tuple[str, str, str] | None = None
     # Span events learnt while the hop is in flight (the watchdog's reports).
     events: list[tuple[str, dict[str, Any], int]] | None = None
@@ -508,6 +513,8 @@ class Hop(PlannedSpan):
             attributes[semconv.LOOP_NEW] = route != semconv.LOOP_ROUTE_PARENT_LOOP
         if self.attributes:
             attributes.update(self.attributes)
+        if self.user_attributes:
+            attributes.update(self.user_attributes)
         thread = self.thread
         if thread is not None:
             attributes[semconv.THREAD_ID] = thread.ident
@@ -518,20 +525,99 @@ class Hop(PlannedSpan):
         return attributes
 
     # ------------------------------------------------------------------
-    # For the watchdog (its own thread, while the hop may still be in flight).
+    # The Span API, for code running inside the hop: the hop is the current
+    # span there (trace.get_current_span()), so what that code records on it
+    # lands on the hop's span, as it would on a span made on the spot.  Until
+    # the hop closes; afterwards, as on an ended SDK span, it is ignored.
+    # The watchdog (its own thread) adds its reports through add_event too.
 
-    def add_event(self, name: str, attributes: dict[str, Any], time_ns_: int) -> None:  # type: ignore[override]
-        """Put an event on the hop's span: at once on a live span, else when the span is built."""
+    def is_recording(self) -> bool:
+        """Whether what is set on the hop now will be on its span: sampled, and not closed yet."""
+        if self._span is not None:
+            return self._span.is_recording()
+        return self.sampled and not self.close_ns
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Put an attribute on the hop's span (cleaned as the SDK cleans a span's attributes)."""
+        self.set_attributes({key: value})
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Put attributes on the hop's span (cleaned as the SDK cleans a span's attributes)."""
         try:
             if self._span is not None:
-                self._span.add_event(name, attributes, timestamp=time_ns_)
+                self._span.set_attributes(attributes)
                 return
+            if not self.is_recording():
+                return
+            recorded = self.user_attributes
+            if recorded is None:
+                recorded = self.user_attributes = BoundedAttributes(immutable=False)
+            for key, value in attributes.items():
+                recorded[key] = value  # BoundedAttributes drops and logs what a span may not hold
+        except Exception:
+            _telemetry.tracing_failed("hop attributes")
+
+    def add_event(  # type: ignore[override]
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
+        """Put an event on the hop's span: at once on a span made on the spot, else when the span is built."""
+        try:
+            if self._span is not None:
+                self._span.add_event(name, attributes, timestamp=timestamp)
+                return
+            if self.close_ns or not self.sampled:
+                return
+            cleaned = dict(BoundedAttributes(attributes=attributes, immutable=False)) if attributes else {}
             events = self.events
             if events is None:
                 events = self.events = []
-            events.append((name, attributes, time_ns_))
+            events.append((name, cleaned, timestamp if timestamp is not None else time_ns()))
         except Exception:
             _telemetry.tracing_failed("hop event")
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        """An ``exception`` event on the hop's span, with the same keys as the hop's own errors."""
+        if self._span is not None:
+            self._span.record_exception(exception, attributes, timestamp, escaped)
+            return
+        error_type, message, stacktrace = _telemetry.describe_error(exception)
+        self.add_event(
+            semconv.EXCEPTION_EVENT,
+            {
+                semconv.EXCEPTION_TYPE: error_type,
+                semconv.EXCEPTION_MESSAGE: message,
+                semconv.EXCEPTION_STACKTRACE: stacktrace,
+                semconv.EXCEPTION_ESCAPED: str(escaped),
+                **(attributes or {}),
+            },
+            timestamp,
+        )
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """The hop span's status, as the SDK sets one (an error the hop raises overrides it)."""
+        try:
+            if self._span is not None:
+                self._span.set_status(status, description)
+                return
+            if not self.is_recording():
+                return
+            if isinstance(status, StatusCode):
+                status = Status(status, description)
+            if self.status is not None and self.status.status_code is StatusCode.OK:
+                return  # OK is final, as on an SDK span
+            if status.status_code is not StatusCode.UNSET:
+                self.status = status
+        except Exception:
+            _telemetry.tracing_failed("hop status")
+
+    def update_name(self, name: str) -> None:
+        """Ignored: a hop's span name is its kind (``tracebridge.sync_to_async``...), which views rely on."""
 
     def export_partial(self, events: list[tuple[str, dict[str, Any], int]]) -> bool:
         """Export the hop's span now, unfinished, marked incomplete (a hung hop's partial trace).
@@ -553,12 +639,13 @@ class Hop(PlannedSpan):
 
 
 def _build_hop(hop: Hop) -> tuple[Any, ...]:
-    # On the drain thread: (name, attributes, ids, root trace id, span id, error, events, own context).
+    # On the drain thread: (name, attributes, ids, root trace id, span id, error, events, own context[, status]).
     context = hop.get_span_context()  # drawn already if a child asked: reused as the span's
-    return (
+    spec = (
         hop.name, hop.span_attributes(), hop.id_source, hop.trace_id if hop.parent is None else None,
         context.span_id, hop.error, hop.events, context,
     )
+    return spec if hop.status is None else (*spec, hop.status)
 
 
 def _build_handoff(hop: Hop) -> tuple[str, _telemetry.Attributes]:

@@ -767,7 +767,7 @@ class DeferredSpans:
                                 context = _tuple_new(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
                             else:  # pragma: no cover - an API whose SpanContext is not the tuple it is today
                                 context = _new_span_context(trace_id, span_id, False, flags, trace_state)
-                        elif spec[5] is None and not (len(spec) > 6 and spec[6]):
+                        elif spec[5] is None and not (len(spec) > 6 and spec[6]) and len(spec) < 9:
                             # A planned span (a hop, a WSGI call): its ids were handed
                             # out already, and its own SpanContext is reused when it has one.
                             name, attributes = spec[0], spec[1]
@@ -820,16 +820,21 @@ class DeferredSpans:
         try:
             error = None
             events = None
+            status = None
             if len(spec) > 2:
-                # A span whose ids were handed out already (a hop):
-                # (name, attributes, ids, trace_id or None, span_id, error[, events[, its own SpanContext]]).
+                # A span whose ids were handed out already (a hop): (name, attributes,
+                # ids, trace_id or None, span_id, error[, events[, its own SpanContext[, status]]]).
                 name, attributes, ids, trace_id, span_id, error = spec[:6]
                 if len(spec) > 6:
                     events = spec[6]  # (name, attributes, time_ns) each, e.g. watchdog reports
+                if len(spec) > 8:
+                    status = spec[8]  # set by code inside the hop (Hop.set_status)
             else:
                 name, attributes = spec
                 span_id = trace_id = None
-            if self._emit_directly(tracer, parent, start_ns, end_ns, name, attributes, span_id, error, events, trace_id):
+            if self._emit_directly(
+                tracer, parent, start_ns, end_ns, name, attributes, span_id, error, events, trace_id, status
+            ):
                 return 1
             if span_id is not None:
                 ids.replay(trace_id, span_id)
@@ -839,6 +844,8 @@ class DeferredSpans:
                 attributes=attributes,
                 start_time=start_ns,
             )
+            if status is not None:
+                span.set_status(status)
             if error is not None:
                 _apply_error(span, *error)
             if events:
@@ -862,6 +869,7 @@ class DeferredSpans:
         error: tuple[str, str, str] | None,
         events: Sequence[tuple[str, Mapping[str, Any], int]] | None,
         trace_id: int | None = None,
+        status: Status | None = None,
     ) -> bool:
         """Hand a finished span straight to the tracer's processors, skipping the SDK's span object.
 
@@ -906,7 +914,8 @@ class DeferredSpans:
         if span_id is None:
             span_id = draw_span_id(ids)
         context = _new_span_context(trace_id, span_id, False, flags, trace_state)
-        status = _UNSET_STATUS
+        if status is None:
+            status = _UNSET_STATUS
         span_events: tuple[Any, ...] = ()
         if error is not None:
             error_type, message, stacktrace = error

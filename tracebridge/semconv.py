@@ -34,6 +34,7 @@ __all__ = [
     "DIRECTION_ASYNC_TO_SYNC",
     "DIRECTION_SYNC_TO_ASYNC",
     "ERROR_TYPE",
+    "EXCEPTION_ESCAPED",
     "EXCEPTION_EVENT",
     "EXCEPTION_MESSAGE",
     "EXCEPTION_STACKTRACE",
@@ -152,6 +153,9 @@ EXCEPTION_MESSAGE: Final = "exception.message"
 
 EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
 """On the exception event: the formatted traceback."""
+
+EXCEPTION_ESCAPED: Final = "exception.escaped"
+"""On an exception event that code inside a hop recorded (``record_exception``): "True" if it escaped, as the SDK writes it."""
 
 # ---------------------------------------------------------------------------
 # Span names.  Few and fixed: what varies (function, thread) is an attribute.
