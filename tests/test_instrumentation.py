@@ -891,3 +891,57 @@ def test_asgiref_instrumented_code_inside_a_hop_records_on_the_hop_span(
     asyncio.run(asgiref.sync.sync_to_async(record_on_current_span)([]))
     (hop,) = spans.named(semconv.SYNC_TO_ASYNC)
     assert_recorded_on_hop(hop)
+
+
+def test_instrument_over_another_tools_wrappers_keeps_them_running(
+    monkeypatch: pytest.MonkeyPatch, spans: SpanRecorder
+) -> None:
+    """Tests that asgiref methods an APM agent wrapped first still run their wrapper once instrumented.
+
+    The replacements written for asgiref 3.13 do not call the original, so they
+    are only for asgiref's own functions: a wrapped ``__call__`` (functools.wraps)
+    or Local method (wrapt) gets the generic patches, which call it.
+    """
+    import functools
+
+    import wrapt
+
+    calls: list[str] = []
+    original_call = asgiref.sync.SyncToAsync.__dict__["__call__"]
+
+    @functools.wraps(original_call)
+    async def agent_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append("__call__")
+        return await original_call(self, *args, **kwargs)
+
+    def agent_getattr(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        calls.append("__getattr__")
+        return wrapped(*args, **kwargs)
+
+    monkeypatch.setattr(asgiref.sync.SyncToAsync, "__call__", agent_call)
+    monkeypatch.setattr(
+        asgiref.local._DefaultLocal,
+        "__getattr__",
+        wrapt.FunctionWrapper(asgiref.local._DefaultLocal.__dict__["__getattr__"], agent_getattr),
+    )
+    instrumentor = AsgirefInstrumentor()
+    instrumentor.instrument(census=False)
+    calls.clear()  # instrument() itself reads a probe Local
+    try:
+        local = asgiref.local.Local()
+        local.value = 1
+
+        def read() -> int:
+            return local.value  # type: ignore[no-any-return]
+
+        assert asyncio.run(asgiref.sync.sync_to_async(read)()) == 1
+        # (asgiref reads its own executors Local too: more __getattr__ calls than ours.)
+        assert calls.count("__call__") == 1 and "__getattr__" in calls
+        assert len(spans.named(semconv.SYNC_TO_ASYNC)) == 1
+        assert [span.attributes[semconv.LOCAL_OPERATION] for span in spans.named(semconv.LOCAL_ACCESS)] == [
+            semconv.LOCAL_OP_SET,
+            semconv.LOCAL_OP_GET,
+        ]
+    finally:
+        instrumentor.uninstrument()
+    assert asgiref.sync.SyncToAsync.__dict__["__call__"] is agent_call

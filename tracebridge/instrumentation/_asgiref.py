@@ -660,7 +660,11 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
     # A checked asgiref gets sync_to_async with the hop written in (_asgiref_s2a);
     # its thread_handler then stays asgiref's: the hop starts in the callee's closure.
     sync_module = modules.get("asgiref.sync")
-    fused_s2a = bridges_ok and _asgiref_s2a.fused_layout(sync_module) is not None
+    fused_s2a = (
+        bridges_ok
+        and _asgiref_s2a.fused_layout(sync_module) is not None
+        and _asgiref_local.is_asgiref_own(_own(s2a, "__call__"), sync_module)  # not an APM agent's wrapper
+    )
 
     for point in patch_points():
         owner = classes.get(point.owner)

@@ -40,7 +40,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from time import time_ns
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -50,7 +50,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from .. import _telemetry, semconv
 from ..local import _build_local_access
 
-__all__ = ["fused_layout", "local_methods", "set_internal_local"]
+__all__ = ["fused_layout", "is_asgiref_own", "local_methods", "set_internal_local"]
 
 _get_tracer = _telemetry.get_tracer
 _push = _telemetry.deferred.push  # the process's one buffer (a fork resets its contents, not the object)
@@ -140,10 +140,28 @@ def fused_layout(module: ModuleType | None) -> str | None:
     return _FUSED_SOURCES.get(digest) if digest is not None else None
 
 
+def is_asgiref_own(function: object, module: ModuleType | None) -> bool:
+    """Whether ``function`` is the plain function ``module``'s source defines, not someone's wrapper of it.
+
+    The source check reads the file, and ``inspect.getsource`` sees through
+    ``functools.wraps`` and wrapt proxies; an APM agent's wrapper around the
+    method must keep running, so a replacement that does not call the
+    original is only for asgiref's own, unwrapped function.
+    """
+    return (
+        module is not None
+        and type(function) is FunctionType
+        and getattr(function, "__wrapped__", None) is None
+        and function.__module__ == module.__name__
+        and function.__code__.co_filename == getattr(module, "__file__", None)
+    )
+
+
 def local_methods(cls: type, thread_critical: bool, module: ModuleType | None) -> dict[str, Callable[..., Any]]:
-    """The three replacements for one of asgiref's Local classes: fused when the layout is a checked one."""
+    """The three replacements for one of asgiref's Local classes: fused when the layout is a checked one
+    and the methods are asgiref's own (else wrappers, which call whatever is there)."""
     originals = {name: cls.__dict__[name] for name in ("__getattr__", "__setattr__", "__delattr__")}
-    if fused_layout(module) is not None:
+    if fused_layout(module) is not None and all(is_asgiref_own(method, module) for method in originals.values()):
         assert module is not None
         if thread_critical:
             methods = _fused_thread_critical()
