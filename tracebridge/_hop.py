@@ -275,6 +275,7 @@ class Hop(PlannedSpan):
         "handoff_end_ns",
     )
 
+    _span: Span | None
     _function: str | None
     start_ns: int
     end_ns: int

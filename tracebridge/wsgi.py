@@ -260,6 +260,7 @@ class _WsgiTrace(PlannedSpan):
         "rejected",
     )
 
+    _span: Span | None
     end_ns: int
     request_bytes: int | None
     thread: ThreadRef | None

@@ -458,6 +458,7 @@ def _timed_work(tracer: Tracer, instance: Any, args: tuple[Any, ...]) -> tuple[A
     try:
         fn = args[0]
         hop = _asgiref_s2a.submitting.get(_get_ident()) or _S2A_HOP.get(None)
+        parent: _telemetry.ParentRef
         if hop is not None and not hop.start_ns:
             # The sync_to_async hop submitting right now: hang the handoff
             # under it and name the user's function, not asgiref's wrapper.
@@ -663,6 +664,7 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
     fused_s2a = (
         bridges_ok
         and _asgiref_s2a.fused_layout(sync_module) is not None
+        and s2a is not None
         and _asgiref_local.is_asgiref_own(_own(s2a, "__call__"), sync_module)  # not an APM agent's wrapper
     )
 
