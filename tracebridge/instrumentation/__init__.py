@@ -32,7 +32,12 @@ the original.  Django and Channels read these afresh on every call.
 each request's root span says how many hops it caused and where.
 
 ``uninstrument()`` puts back the very function objects that were there before.
-Tracing off (no provider) costs one plain Python call and one ``get_tracer()``
+For asgiref 3.13.0 (recognised by the source of the methods replaced, and only
+when they are asgiref's own, not another tool's wrappers) ``sync_to_async``
+and the ``Local`` access methods are tracebridge's implementation of asgiref's
+rules with the recording written in (``_asgiref_s2a.py``, ``_asgiref_local.py``):
+with tracing off they run less code than asgiref's own.  Any other asgiref
+3.x gets wrappers: tracing off, one plain Python call and one ``get_tracer()``
 per bridge call, and one Python call per ``Local`` access.
 """
 
