@@ -63,6 +63,7 @@ from .. import _telemetry, semconv
 from .._hop import Hop
 from ..timeout import _record_expiry_span
 from . import _asgiref_local, _asgiref_s2a
+from ._asgiref_source import is_asgiref_own
 
 __all__ = ["Patch", "PatchPoint", "install", "patch_points", "uninstall"]
 
@@ -665,7 +666,7 @@ def install(modules: dict[str, ModuleType]) -> tuple[list[Patch], list[PatchPoin
         bridges_ok
         and _asgiref_s2a.fused_layout(sync_module) is not None
         and s2a is not None
-        and _asgiref_local.is_asgiref_own(_own(s2a, "__call__"), sync_module)  # not an APM agent's wrapper
+        and is_asgiref_own(_own(s2a, "__call__"), sync_module)  # not an APM agent's wrapper
     )
 
     for point in patch_points():

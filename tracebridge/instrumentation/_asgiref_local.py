@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import inspect
 import threading
 from collections.abc import Callable
 from time import time_ns
-from types import FunctionType, ModuleType
+from types import ModuleType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -49,8 +47,9 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .. import _telemetry, semconv
 from ..local import _build_local_access
+from ._asgiref_source import checked_version, is_asgiref_own
 
-__all__ = ["fused_layout", "is_asgiref_own", "local_methods", "set_internal_local"]
+__all__ = ["fused_layout", "local_methods", "set_internal_local"]
 
 _get_tracer = _telemetry.get_tracer
 _push = _telemetry.deferred.push  # the process's one buffer (a fork resets its contents, not the object)
@@ -63,7 +62,7 @@ _OP_SET = semconv.LOCAL_OP_SET
 _OP_DELETE = semconv.LOCAL_OP_DELETE
 
 # sha256 of the source of asgiref.local's _Storage, _CVar, _DefaultLocal and
-# _ThreadCriticalLocal (see _source_digest): the layouts the fused methods were
+# _ThreadCriticalLocal (see fused_layout): the layouts the fused methods were
 # written against and checked on (tests/test_instrumentation_local.py).
 _FUSED_SOURCES = {
     "0aaec63ed5a628378bbfc345c8f4c5b6287c2ce1b5f6a9d197aff1f0a903ce65": "asgiref 3.13.0",
@@ -123,38 +122,12 @@ def _record_access(
 # Which replacement
 
 
-def _source_digest(module: ModuleType) -> str | None:
-    """sha256 of the source of the four storage classes, or None when it cannot be read."""
-    try:
-        parts = [inspect.getsource(getattr(module, name)) for name in ("_Storage", "_CVar", "_DefaultLocal", "_ThreadCriticalLocal")]
-    except Exception:  # no source shipped, a class missing
-        return None
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
 def fused_layout(module: ModuleType | None) -> str | None:
     """The checked asgiref whose ``Local`` layout ``module`` has (fused methods apply), else None."""
     if module is None:
         return None
-    digest = _source_digest(module)
-    return _FUSED_SOURCES.get(digest) if digest is not None else None
-
-
-def is_asgiref_own(function: object, module: ModuleType | None) -> bool:
-    """Whether ``function`` is the plain function ``module``'s source defines, not someone's wrapper of it.
-
-    The source check reads the file, and ``inspect.getsource`` sees through
-    ``functools.wraps`` and wrapt proxies; an APM agent's wrapper around the
-    method must keep running, so a replacement that does not call the
-    original is only for asgiref's own, unwrapped function.
-    """
-    return (
-        module is not None
-        and type(function) is FunctionType
-        and getattr(function, "__wrapped__", None) is None
-        and function.__module__ == module.__name__
-        and function.__code__.co_filename == getattr(module, "__file__", None)
-    )
+    names = ("_Storage", "_CVar", "_DefaultLocal", "_ThreadCriticalLocal")
+    return checked_version(lambda: [getattr(module, name) for name in names], _FUSED_SOURCES)
 
 
 def local_methods(cls: type, thread_critical: bool, module: ModuleType | None) -> dict[str, Callable[..., Any]]:

@@ -42,8 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
-import inspect
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -52,6 +50,7 @@ from typing import Any
 
 from .. import _telemetry, semconv
 from .._hop import Hop
+from ._asgiref_source import checked_version
 
 __all__ = ["fused_layout", "fused_sync_to_async_call", "submitting"]
 
@@ -76,7 +75,7 @@ _POOL_HANDOFF = semconv.HANDOFF_EXECUTOR_THREAD_POOL
 
 # sha256 of the source of asgiref.sync's SyncToAsync.__call__, its
 # thread_handler, _restore_context and ThreadSensitiveContext (see
-# _source_digest): the code this module's __call__ was written against.
+# fused_layout): the code this module's __call__ was written against.
 _FUSED_SOURCES = {
     "96e29b6740b6ec5b7c561e700d935b1217f69cb3b30c5965237fed6bd67d07f7": "asgiref 3.13.0",
 }
@@ -87,26 +86,16 @@ _FUSED_SOURCES = {
 submitting: dict[int, Hop] = {}
 
 
-def _source_digest(module: ModuleType) -> str | None:
-    try:
-        s2a = module.SyncToAsync  # type: ignore[attr-defined]
-        parts = [
-            inspect.getsource(s2a.__call__),
-            inspect.getsource(s2a.thread_handler),
-            inspect.getsource(module._restore_context),  # type: ignore[attr-defined]
-            inspect.getsource(module.ThreadSensitiveContext),  # type: ignore[attr-defined]
-        ]
-    except Exception:  # no source shipped, a name missing
-        return None
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
 def fused_layout(module: ModuleType | None) -> str | None:
     """The checked asgiref whose ``sync_to_async`` ``module`` (asgiref.sync) has, else None."""
     if module is None:
         return None
-    digest = _source_digest(module)
-    return _FUSED_SOURCES.get(digest) if digest is not None else None
+
+    def sources() -> list[object]:
+        s2a = module.SyncToAsync  # type: ignore[attr-defined]
+        return [s2a.__call__, s2a.thread_handler, module._restore_context, module.ThreadSensitiveContext]  # type: ignore[attr-defined]
+
+    return checked_version(sources, _FUSED_SOURCES)
 
 
 def fused_sync_to_async_call(
