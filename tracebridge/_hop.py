@@ -566,7 +566,7 @@ class Hop(PlannedSpan):
             if self._span is not None:
                 self._span.add_event(name, attributes, timestamp=timestamp)
                 return
-            if self.close_ns or not self.sampled:
+            if not self.is_recording():
                 return
             cleaned = dict(BoundedAttributes(attributes=attributes, immutable=False)) if attributes else {}
             events = self.events
@@ -584,21 +584,26 @@ class Hop(PlannedSpan):
         escaped: bool = False,
     ) -> None:
         """An ``exception`` event on the hop's span, with the same keys as the hop's own errors."""
-        if self._span is not None:
-            self._span.record_exception(exception, attributes, timestamp, escaped)
-            return
-        error_type, message, stacktrace = _telemetry.describe_error(exception)
-        self.add_event(
-            semconv.EXCEPTION_EVENT,
-            {
-                semconv.EXCEPTION_TYPE: error_type,
-                semconv.EXCEPTION_MESSAGE: message,
-                semconv.EXCEPTION_STACKTRACE: stacktrace,
-                semconv.EXCEPTION_ESCAPED: str(escaped),
-                **(attributes or {}),
-            },
-            timestamp,
-        )
+        try:
+            if self._span is not None:
+                self._span.record_exception(exception, attributes, timestamp, escaped)
+                return
+            if not self.is_recording():
+                return  # no traceback formatted for a span nobody will see
+            error_type, message, stacktrace = _telemetry.describe_error(exception)
+            self.add_event(
+                semconv.EXCEPTION_EVENT,
+                {
+                    semconv.EXCEPTION_TYPE: error_type,
+                    semconv.EXCEPTION_MESSAGE: message,
+                    semconv.EXCEPTION_STACKTRACE: stacktrace,
+                    semconv.EXCEPTION_ESCAPED: str(escaped),
+                    **(attributes or {}),
+                },
+                timestamp,
+            )
+        except Exception:  # str(exception) may raise: never into the code recording it
+            _telemetry.tracing_failed("hop exception event")
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         """The hop span's status, as the SDK sets one (an error the hop raises overrides it)."""
